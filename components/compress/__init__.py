@@ -1,0 +1,1 @@
+"""Compress step: int8 post-training quantisation, accuracy re-measured."""

@@ -1,0 +1,83 @@
+"""Typed step configurations.
+
+Each KFP wrapper builds one of these from its primitive parameters, so bad
+values fail in one place with a message naming the field.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Framework(StrEnum):
+    """The training frameworks; `both` runs the two side by side."""
+
+    TORCH = "torch"
+    TENSORFLOW = "tensorflow"
+    BOTH = "both"
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IngestConfig(_Config):
+    """Where the data comes from and how it is split."""
+
+    source: str = Field(default="sklearn:digits", min_length=1)
+    label: str = Field(default="", description="Label column; empty = the source's own.")
+    val_fraction: float = Field(default=0.15, gt=0.0, lt=0.5)
+    test_fraction: float = Field(default=0.15, gt=0.0, lt=0.5)
+    seed: int = 42
+
+
+class TrainConfig(_Config):
+    """Hyper-parameters shared by both frameworks."""
+
+    framework: Framework
+    epochs: int = Field(default=10, ge=1, le=10_000)
+    batch_size: int = Field(default=32, ge=1, le=65_536)
+    learning_rate: float = Field(default=1e-3, gt=0.0, le=10.0)
+    seed: int = 42
+    show_progress: bool = True
+
+    @model_validator(mode="after")
+    def _single_framework(self) -> TrainConfig:
+        if self.framework is Framework.BOTH:
+            raise ValueError("train runs one framework; 'both' is split by the pipeline")
+        return self
+
+
+class EvaluateConfig(_Config):
+    """The blessing gate."""
+
+    framework: Framework
+    model_name: str = Field(default="", description="Registered model; empty = default name.")
+    min_accuracy: float = Field(default=0.5, ge=0.0, le=1.0)
+    tolerance: float = Field(
+        default=0.0, ge=0.0, le=1.0,
+        description="Blessed if accuracy >= champion accuracy - tolerance.",
+    )
+
+
+class CompressConfig(_Config):
+    """Post-training quantisation."""
+
+    framework: Framework
+
+
+class PushConfig(_Config):
+    """Registration and the serving manifest."""
+
+    framework: Framework
+    model_name: str = Field(default="", description="Registered model; empty = default name.")
+    namespace: str = "default"
+    champion_alias: str = "champion"
+    previous_alias: str = "previous-champion"
+
+
+def model_name_for(given: str, dataset: str, framework: Framework | str) -> str:
+    """The registered-model name: the user's, or one per data set and framework."""
+    return given or f"{dataset}-{Framework(framework).value}"

@@ -1,0 +1,1 @@
+"""Data I/O shared by the steps: sources, split files and dataset metadata."""

@@ -1,0 +1,1 @@
+"""Evaluate step: test metrics and the blessing gate against the champion."""

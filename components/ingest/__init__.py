@@ -1,0 +1,1 @@
+"""Ingest step: load a source, validate it, split it, record it."""

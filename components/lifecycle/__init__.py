@@ -1,0 +1,1 @@
+"""Pipeline run lifecycle: open the MLflow parent run, close it on exit."""

@@ -1,0 +1,1 @@
+"""Push step: register a blessed model, move `champion`, write its InferenceService."""

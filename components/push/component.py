@@ -1,0 +1,30 @@
+"""KFP wrapper of the push step (the pipeline runs it only for a blessed model)."""
+
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+
+from components.images import step_component
+
+
+def push(parent_run_id: str, framework: str, model_name: str, namespace: str,
+         data: Input[Dataset], model: Input[Model], compressed: Input[Model],
+         metrics: Input[Metrics], manifest: Output[Artifact]) -> str:
+    """Register the model, move `champion`, write the InferenceService; returns the version."""
+    import json
+    from pathlib import Path
+
+    from components.config import PushConfig
+    from components.errors import step_errors
+    from components.push.core import run_push
+    from components.tracking import step_run
+
+    with step_errors("push"), step_run(parent_run_id, "push", framework):
+        config = PushConfig(framework=framework, model_name=model_name, namespace=namespace)
+        values = json.loads(Path(metrics.path).read_text(encoding="utf-8"))
+        result = run_push(config, Path(data.path), Path(model.path), Path(compressed.path),
+                          values, Path(manifest.path))
+        manifest.metadata.update({"model_name": result.model_name, "version": result.version})
+        return result.version
+    raise AssertionError("unreachable")
+
+
+push_ops = {fw: step_component(push, fw) for fw in ("torch", "tensorflow")}

@@ -1,0 +1,49 @@
+"""Typed environment variables, read in one place.
+
+Steps run in separate processes (locally) or containers (on a cluster); the
+environment is how the driver hands them the tracking store and shared options.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """All environment variables twinflow reads."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    home: Path = Field(
+        default=Path(".twinflow"),
+        validation_alias="TWINFLOW_HOME",
+        description="Directory of the embedded MLflow store and local pipeline root.",
+    )
+    tracking_uri: str = Field(
+        default="",
+        validation_alias="MLFLOW_TRACKING_URI",
+        description="MLflow tracking URI; empty means the SQLite store under `home`.",
+    )
+    experiment: str = Field(default="twinflow", validation_alias="TWINFLOW_EXPERIMENT")
+    error_file: Path | None = Field(
+        default=None,
+        validation_alias="TWINFLOW_ERROR_FILE",
+        description="Where a failing step appends its one-line error for the CLI.",
+    )
+    image_registry: str = Field(default="twinflow", validation_alias="TWINFLOW_IMAGE_REGISTRY")
+    image_tag: str = Field(default="0.1.0", validation_alias="TWINFLOW_IMAGE_TAG")
+
+    def resolved_tracking_uri(self) -> str:
+        """The tracking URI to use: the explicit one or the embedded SQLite store."""
+        if self.tracking_uri:
+            return self.tracking_uri
+        return f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+
+
+
+def get_settings() -> Settings:
+    """Settings from the current environment (cheap; not cached so tests can set env)."""
+    return Settings()

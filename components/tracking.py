@@ -1,0 +1,144 @@
+"""MLflow tracking shared by every step: one parent run per pipeline run, one
+nested run per step, so the MLflow UI shows the pipeline as a tree.
+
+The parent run is created by the pipeline's first task and looked up by the
+pipeline job id (``twinflow.run_key`` tag) by the exit task, which KFP does not
+let depend on other tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlparse
+
+import mlflow
+import requests
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.tracking import MlflowClient
+
+from components.errors import TrackingError
+from components.settings import get_settings
+
+log = logging.getLogger(__name__)
+RUN_KEY_TAG = "twinflow.run_key"
+STEP_TAG = "twinflow.step"
+FRAMEWORK_TAG = "twinflow.framework"
+
+
+def configure() -> str:
+    """Point MLflow at the configured store after checking it can be reached."""
+    uri = get_settings().resolved_tracking_uri()
+    ensure_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def ensure_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, naming the URI, instead of MLflow's minutes of retries."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("http", "https"):
+        try:
+            requests.get(uri.rstrip("/") + "/health", timeout=timeout).raise_for_status()
+        except requests.RequestException as err:
+            raise TrackingError(f"MLflow tracking server {uri} is unreachable: "
+                                f"{type(err).__name__}") from None
+    elif parsed.scheme == "sqlite":
+        db = Path(uri.removeprefix("sqlite:///"))
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise TrackingError(f"cannot create the MLflow store directory {db.parent}: "
+                                f"{err.strerror}") from None
+
+
+def artifact_location(uri: str) -> str | None:
+    """Artifacts of a SQLite store live beside the database; servers choose their own."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
+    return None
+
+
+def experiment_id(name: str) -> str:
+    """The id of experiment ``name``, created (with a local artifact root) if missing."""
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return str(exp.experiment_id)
+    location = artifact_location(mlflow.get_tracking_uri())
+    try:
+        return str(client.create_experiment(name, artifact_location=location))
+    except mlflow.exceptions.MlflowException:  # created concurrently
+        exp = client.get_experiment_by_name(name)
+        assert exp is not None
+        return str(exp.experiment_id)
+
+
+def find_pipeline_run(run_key: str, experiment: str) -> str | None:
+    """The parent run created for pipeline job ``run_key``, if any."""
+    exp = MlflowClient().get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    runs = MlflowClient().search_runs(
+        [exp.experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}'", max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
+def start_pipeline_run(run_key: str, experiment: str, run_name: str,
+                       params: dict[str, str]) -> str:
+    """Create (once per ``run_key``) the parent run; it stays RUNNING until finished."""
+    existing = find_pipeline_run(run_key, experiment)
+    if existing:
+        return existing
+    client = MlflowClient()
+    run = client.create_run(experiment_id(experiment), run_name=run_name,
+                            tags={RUN_KEY_TAG: run_key, "twinflow.kind": "pipeline"})
+    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+    return str(run.info.run_id)
+
+
+def finish_pipeline_run(run_key: str, experiment: str, succeeded: bool, message: str = "") -> None:
+    """Close the parent run and any step run a crashed task left RUNNING."""
+    run_id = find_pipeline_run(run_key, experiment)
+    if run_id is None:
+        log.warning("no MLflow run for pipeline job %s; nothing to finish", run_key)
+        return
+    client = MlflowClient()
+    exp_id = client.get_run(run_id).info.experiment_id
+    children = client.search_runs(
+        [exp_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}' and "
+                                "attributes.status = 'RUNNING'")
+    for child in children:
+        client.set_terminated(child.info.run_id, RunStatus.to_string(RunStatus.FAILED))
+    if message:
+        client.set_tag(run_id, "twinflow.error", message[:5000])
+    status = RunStatus.FINISHED if succeeded else RunStatus.FAILED
+    client.set_terminated(run_id, RunStatus.to_string(status))
+
+
+@contextmanager
+def step_run(parent_run_id: str, step: str, framework: str = "") -> Iterator[str]:
+    """A nested MLflow run for one step; FAILED if the body raises."""
+    configure()
+    exp = MlflowClient().get_run(parent_run_id).info.experiment_id
+    tags = {STEP_TAG: step, **({FRAMEWORK_TAG: framework} if framework else {})}
+    name = f"{step}-{framework}" if framework else step
+    with mlflow.start_run(experiment_id=exp, run_name=name, parent_run_id=parent_run_id,
+                          tags=tags) as run:
+        yield run.info.run_id
+
+
+def log_metrics_batch(metrics: dict[str, float], step: int = 0, run_id: str | None = None) -> None:
+    """Log many metrics in one request (one call per point is ~100x slower over HTTP)."""
+    active = run_id or mlflow.active_run().info.run_id  # type: ignore[union-attr]
+    now = int(time.time() * 1000)
+    MlflowClient().log_batch(active, metrics=[Metric(k, float(v), now, step)
+                                              for k, v in metrics.items()])
+
+
+def set_parent_tags(parent_run_id: str, tags: dict[str, str]) -> None:
+    """Copy headline results to the parent run so the run list shows them."""
+    MlflowClient().log_batch(parent_run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])

@@ -1,0 +1,1 @@
+"""Train step: one framework, seeded, per-epoch metrics in MLflow."""

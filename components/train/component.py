@@ -1,0 +1,26 @@
+"""KFP wrapper of the train step, one component per framework image."""
+
+from kfp.dsl import Dataset, Input, Model, Output
+
+from components.images import step_component
+
+
+def train(parent_run_id: str, framework: str, epochs: int, batch_size: int,
+          learning_rate: float, seed: int, data: Input[Dataset], model: Output[Model]) -> None:
+    """Train ``framework``'s network on the transformed data."""
+    from pathlib import Path
+
+    from components.config import TrainConfig
+    from components.errors import step_errors
+    from components.tracking import step_run
+    from components.train.core import run_train
+
+    with step_errors("train"), step_run(parent_run_id, "train", framework):
+        config = TrainConfig(framework=framework, epochs=epochs, batch_size=batch_size,
+                             learning_rate=learning_rate, seed=seed)
+        result = run_train(config, Path(data.path), Path(model.path))
+        model.metadata.update({"framework": framework,
+                               "val_accuracy": result.last_epoch.val_accuracy})
+
+
+train_ops = {fw: step_component(train, fw) for fw in ("torch", "tensorflow")}

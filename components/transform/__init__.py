@@ -1,0 +1,1 @@
+"""Transform step: normalisation fitted on the train split only."""

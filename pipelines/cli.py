@@ -1,0 +1,125 @@
+"""The `twinflow` command line: run, compile, ui."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from components.config import Framework
+from components.errors import TwinflowError, describe_validation_error
+from components.settings import get_settings
+from pipelines.params import PipelineParams
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="One ML pipeline for PyTorch and TensorFlow on KFP, tracked in MLflow.")
+err_console = Console(stderr=True)
+
+FrameworkOpt = Annotated[Framework, typer.Option("--framework", "-f", help="Training framework.")]
+TrackingOpt = Annotated[str, typer.Option(
+    "--tracking-uri", envvar="MLFLOW_TRACKING_URI",
+    help="MLflow tracking URI (default: SQLite store in .twinflow/).")]
+
+
+def _fail(message: str) -> typer.Exit:
+    err_console.print(f"twinflow: error: {message}", markup=False, highlight=False)
+    return typer.Exit(code=1)
+
+
+def _params(**values: object) -> PipelineParams:
+    try:
+        return PipelineParams(**values)  # type: ignore[arg-type]
+    except ValidationError as err:
+        raise _fail(describe_validation_error(err, "option")) from None
+
+
+@app.command()
+def run(
+    framework: FrameworkOpt = Framework.TORCH,
+    data: Annotated[str, typer.Option(help="CSV/Parquet file or sklearn:NAME.")] = "sklearn:digits",
+    label: Annotated[str, typer.Option(help="Label column of --data.")] = "",
+    epochs: int = 10,
+    batch_size: int = 32,
+    learning_rate: float = 0.001,
+    seed: int = 42,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    model_name: Annotated[str, typer.Option(help="Registered model name.")] = "",
+    min_accuracy: float = 0.5,
+    tolerance: float = 0.0,
+    experiment: str = "twinflow",
+    tracking_uri: TrackingOpt = "",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Step logs to a file.")] = False,
+) -> None:
+    """Run the whole pipeline locally through KFP's local runner."""
+    from pipelines.local import run_local
+    from pipelines.summary import collect, render
+
+    params = _params(framework=framework, source=data, label=label, epochs=epochs,
+                     batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+                     val_fraction=val_fraction, test_fraction=test_fraction,
+                     model_name=model_name, min_accuracy=min_accuracy, tolerance=tolerance,
+                     experiment=experiment)
+    uri = tracking_uri or get_settings().resolved_tracking_uri()
+    try:
+        result = run_local(params, uri, quiet=quiet)
+    except TwinflowError as err:
+        raise _fail(str(err)) from None
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    summary = collect(result.run_key, experiment)
+    if summary is not None:
+        render(summary, result.seconds, _ui_command(tracking_uri))
+    if result.log_file:
+        err_console.print(f"step logs: {result.log_file}")
+    if not result.succeeded:
+        raise _fail(result.errors[0] if result.errors else
+                    "the pipeline failed; see the step logs above")
+
+
+def _ui_command(tracking_uri: str) -> str:
+    return "twinflow ui" + (f" --tracking-uri {tracking_uri}" if tracking_uri else "")
+
+
+@app.command("compile")
+def compile_cmd(
+    framework: FrameworkOpt = Framework.TORCH,
+    output: Annotated[Path, typer.Option("--output", "-o", help="IR YAML path.")] = Path(
+        "pipeline.yaml"),
+    data: str = "sklearn:digits",
+    label: str = "",
+    epochs: int = 10,
+) -> None:
+    """Compile the pipeline to KFP IR YAML (parameters become its defaults)."""
+    from pipelines.compile import compile_pipeline
+
+    params = _params(framework=framework, source=data, label=label, epochs=epochs)
+    path = compile_pipeline(output, params)
+    Console().print(f"wrote {path}")
+
+
+@app.command()
+def ui(
+    tracking_uri: TrackingOpt = "",
+    port: int = 5000,
+    host: Annotated[str, typer.Option(help="Bind address (loopback by default).")] = "127.0.0.1",
+) -> None:
+    """Start the MLflow UI on the pipeline's tracking store."""
+    uri = tracking_uri or get_settings().resolved_tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        Console().print(f"the tracking store is a server: open {uri}")
+        return
+    Console().print(f"MLflow UI on http://{host}:{port} (store {uri}); Ctrl-C to stop")
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+           "--host", host, "--port", str(port), "--workers", "1"]
+    raise typer.Exit(subprocess.call(cmd, env=env))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,35 @@
+"""The pipeline's parameters as one typed object, shared by run, compile and submit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from components.config import Framework
+
+
+class PipelineParams(BaseModel):
+    """Every parameter of :func:`pipelines.pipeline.twinflow_pipeline`, validated."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    framework: Framework = Framework.TORCH
+    source: str = "sklearn:digits"
+    label: str = ""
+    epochs: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    learning_rate: float = Field(default=0.001, gt=0)
+    seed: int = 42
+    val_fraction: float = Field(default=0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(default=0.15, gt=0, lt=0.5)
+    model_name: str = ""
+    min_accuracy: float = Field(default=0.5, ge=0, le=1)
+    tolerance: float = Field(default=0.0, ge=0, le=1)
+    experiment: str = "twinflow"
+    namespace: str = "default"
+    run_key: str = ""
+
+    def as_arguments(self) -> dict[str, Any]:
+        """Keyword arguments for the pipeline function (plain JSON values)."""
+        return self.model_dump(mode="json")

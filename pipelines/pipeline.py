@@ -1,0 +1,85 @@
+"""The twinflow pipeline, defined once with the KFP DSL.
+
+ingest -> transform -> [per framework: train -> evaluate -> compress -> push if
+blessed], wrapped in an exit handler that closes the MLflow parent run whatever
+happens. The framework parameter selects the branch(es): `torch`, `tensorflow`
+or `both` (both branches, same splits and seeds).
+"""
+
+from typing import Any
+
+from kfp import dsl
+
+from components.compress.component import compress_ops
+from components.evaluate.component import evaluate_ops
+from components.ingest.component import ingest_op
+from components.lifecycle.component import finish_run_op, start_run_op
+from components.push.component import push_ops
+from components.train.component import train_ops
+from components.transform.component import transform_op
+
+PIPELINE_NAME = "twinflow"
+
+
+def _framework_tail(fw: str, parent: Any, data: Any, epochs: Any, batch_size: Any,
+                    learning_rate: Any, seed: Any, model_name: Any, min_accuracy: Any,
+                    tolerance: Any, namespace: Any) -> None:
+    """train -> evaluate -> compress -> push (only when blessed) for one framework.
+
+    The arguments are pipeline channels (placeholders resolved at run time).
+    """
+    train = train_ops[fw](parent_run_id=parent, framework=fw, epochs=epochs,
+                          batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+                          data=data).set_display_name(f"train-{fw}")
+    model = train.outputs["model"]
+    evaluate = evaluate_ops[fw](parent_run_id=parent, framework=fw, model_name=model_name,
+                                min_accuracy=min_accuracy, tolerance=tolerance, data=data,
+                                model=model).set_display_name(f"evaluate-{fw}")
+    compress = compress_ops[fw](parent_run_id=parent, framework=fw, data=data,
+                                model=model).set_display_name(f"compress-{fw}")
+    with dsl.If(evaluate.outputs["Output"] == True, name=f"blessed-{fw}"):  # noqa: E712
+        push_ops[fw](parent_run_id=parent, framework=fw, model_name=model_name,
+                     namespace=namespace, data=data, model=model,
+                     compressed=compress.outputs["compressed"],
+                     metrics=evaluate.outputs["metrics"]).set_display_name(f"push-{fw}")
+
+
+@dsl.pipeline(name=PIPELINE_NAME,
+              description="Data to a served model, PyTorch or TensorFlow, tracked in MLflow.")
+def twinflow_pipeline(
+    framework: str = "torch",
+    source: str = "sklearn:digits",
+    label: str = "",
+    epochs: int = 10,
+    batch_size: int = 32,
+    learning_rate: float = 0.001,
+    seed: int = 42,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    model_name: str = "",
+    min_accuracy: float = 0.5,
+    tolerance: float = 0.0,
+    experiment: str = "twinflow",
+    namespace: str = "default",
+    run_key: str = "",
+) -> None:
+    """The whole pipeline; see the module docstring."""
+    # The caller may name the run (`run_key`) to find its MLflow run; else the job id.
+    job_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
+    finish = finish_run_op(run_key=job_id, client_key=run_key, experiment=experiment)
+    with dsl.ExitHandler(finish, name="mlflow-run"):
+        start = start_run_op(run_key=job_id, client_key=run_key, experiment=experiment, framework=framework,
+                             source=source, label=label, epochs=epochs, batch_size=batch_size,
+                             learning_rate=learning_rate, seed=seed)
+        parent = start.output
+        ingest = ingest_op(parent_run_id=parent, source=source, label=label,
+                           val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+        transform = transform_op(parent_run_id=parent, dataset=ingest.outputs["dataset"])
+        data = transform.outputs["transformed"]
+        tail = dict(parent=parent, data=data, epochs=epochs, batch_size=batch_size,
+                    learning_rate=learning_rate, seed=seed, model_name=model_name,
+                    min_accuracy=min_accuracy, tolerance=tolerance, namespace=namespace)
+        with dsl.If(framework != "tensorflow", name="torch-branch"):
+            _framework_tail("torch", **tail)
+        with dsl.If(framework != "torch", name="tensorflow-branch"):
+            _framework_tail("tensorflow", **tail)

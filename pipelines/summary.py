@@ -1,0 +1,103 @@
+"""What a finished pipeline run left in MLflow, as the CLI's summary table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+from rich.console import Console
+from rich.table import Table
+
+from components.tracking import FRAMEWORK_TAG, STEP_TAG, find_pipeline_run
+
+
+@dataclass(frozen=True)
+class StepRow:
+    """One step's run: name, status and duration."""
+
+    name: str
+    status: str
+    seconds: float | None
+
+
+@dataclass(frozen=True)
+class FrameworkResult:
+    """Headline results of one framework branch."""
+
+    framework: str
+    test_accuracy: float | None
+    blessed: bool | None
+    verdict: str
+    model: str | None
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """Parent run, its steps in order, and per-framework results."""
+
+    run_id: str
+    status: str
+    steps: list[StepRow]
+    results: list[FrameworkResult]
+
+
+def collect(run_key: str, experiment: str) -> RunSummary | None:
+    """Read the parent run of ``run_key`` and its step runs from MLflow."""
+    run_id = find_pipeline_run(run_key, experiment)
+    if run_id is None:
+        return None
+    client = MlflowClient()
+    parent = client.get_run(run_id)
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{run_id}'",
+                                  order_by=["attributes.start_time ASC"])
+    steps = [StepRow(c.info.run_name or "?", c.info.status, _seconds(c)) for c in children]
+    return RunSummary(run_id, parent.info.status, steps, _results(children))
+
+
+def _seconds(run: Run) -> float | None:
+    if run.info.end_time is None:
+        return None
+    return (run.info.end_time - run.info.start_time) / 1000
+
+
+def _results(children: list[Run]) -> list[FrameworkResult]:
+    by_step = {(c.data.tags.get(STEP_TAG), c.data.tags.get(FRAMEWORK_TAG)): c for c in children}
+    results = []
+    for fw in ("torch", "tensorflow"):
+        evaluation = by_step.get(("evaluate", fw))
+        if evaluation is None:
+            continue
+        push = by_step.get(("push", fw))
+        blessed = evaluation.data.tags.get("twinflow.blessed")
+        model = None
+        if push is not None and "twinflow.model_version" in push.data.tags:
+            model = (f"{push.data.tags['twinflow.registered_model']} "
+                     f"v{push.data.tags['twinflow.model_version']} @champion")
+        results.append(FrameworkResult(
+            fw, evaluation.data.metrics.get("test_accuracy"),
+            None if blessed is None else blessed == "true",
+            evaluation.data.tags.get("twinflow.verdict", ""), model))
+    return results
+
+
+def render(summary: RunSummary, wall_seconds: float, ui_command: str,
+           console: Console | None = None) -> None:
+    """Print the step table, the results and how to open the UI."""
+    console = console or Console()
+    table = Table(title=f"twinflow run {summary.run_id} ({summary.status})")
+    table.add_column("step")
+    table.add_column("status")
+    table.add_column("seconds", justify="right")
+    for step in summary.steps:
+        secs = "-" if step.seconds is None else f"{step.seconds:.1f}"
+        table.add_row(step.name, step.status, secs)
+    console.print(table)
+    for r in summary.results:
+        acc = "n/a" if r.test_accuracy is None else f"{r.test_accuracy:.4f}"
+        verdict = {True: "blessed", False: "not blessed", None: "not judged"}[r.blessed]
+        registered = r.model or "not registered"
+        console.print(f"[bold]{r.framework}[/]: test accuracy {acc}; {verdict} ({r.verdict}); "
+                      f"{registered}")
+    console.print(f"pipeline wall time {wall_seconds:.1f}s. Open the MLflow UI: {ui_command}")
