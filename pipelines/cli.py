@@ -17,9 +17,9 @@ from components.errors import TwinflowError, describe_validation_error
 from components.settings import get_settings
 from pipelines.params import PipelineParams
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="One ML pipeline for PyTorch and TensorFlow on KFP, tracked in MLflow.")
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 FrameworkOpt = Annotated[Framework, typer.Option("--framework", "-f", help="Training framework.")]
 TrackingOpt = Annotated[str, typer.Option(
@@ -28,13 +28,13 @@ TrackingOpt = Annotated[str, typer.Option(
 
 
 def _fail(message: str) -> typer.Exit:
-    err_console.print(f"twinflow: error: {message}", markup=False, highlight=False)
+    typer.echo(f"twinflow: error: {message}", err=True)
     return typer.Exit(code=1)
 
 
 def _params(**values: object) -> PipelineParams:
     try:
-        return PipelineParams(**values)  # type: ignore[arg-type]
+        return PipelineParams(**values)
     except ValidationError as err:
         raise _fail(describe_validation_error(err, "option")) from None
 

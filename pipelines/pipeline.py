@@ -68,9 +68,9 @@ def twinflow_pipeline(
     job_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
     finish = finish_run_op(run_key=job_id, client_key=run_key, experiment=experiment)
     with dsl.ExitHandler(finish, name="mlflow-run"):
-        start = start_run_op(run_key=job_id, client_key=run_key, experiment=experiment, framework=framework,
-                             source=source, label=label, epochs=epochs, batch_size=batch_size,
-                             learning_rate=learning_rate, seed=seed)
+        start = start_run_op(run_key=job_id, client_key=run_key, experiment=experiment,
+                             framework=framework, source=source, label=label, epochs=epochs,
+                             batch_size=batch_size, learning_rate=learning_rate, seed=seed)
         parent = start.output
         ingest = ingest_op(parent_run_id=parent, source=source, label=label,
                            val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)

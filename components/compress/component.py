@@ -10,8 +10,8 @@ def compress(parent_run_id: str, framework: str, data: Input[Dataset], model: In
     """Quantise the model to int8 and re-measure its accuracy."""
     from pathlib import Path
 
-    from components.config import CompressConfig
     from components.compress.core import run_compress
+    from components.config import CompressConfig
     from components.errors import step_errors
     from components.tracking import step_run
 

@@ -85,6 +85,6 @@ def read_frame(data_dir: Path, split: Split) -> pd.DataFrame:
 def read_arrays(data_dir: Path, split: Split, meta: DatasetMetadata) -> ArraySplit:
     """One transformed split as arrays ready for a framework."""
     frame = read_frame(data_dir, split)
-    x = frame[meta.features].to_numpy(dtype=np.float32)
-    y = frame[meta.label].to_numpy(dtype=np.int64)
+    x = frame[meta.features].to_numpy(dtype=np.float32, copy=True)
+    y = frame[meta.label].to_numpy(dtype=np.int64, copy=True)
     return ArraySplit(x=x, y=y)

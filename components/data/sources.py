@@ -56,7 +56,8 @@ def _load_sklearn(name: str) -> RawData:
 
     bunch = getattr(datasets, f"load_{name}")(as_frame=True)
     frame = bunch.frame.rename(columns={"target": "label"})
-    return RawData(name=name, frame=frame, label="label", image_shape=_SKLEARN_IMAGE_SHAPES.get(name))
+    return RawData(name=name, frame=frame, label="label",
+                   image_shape=_SKLEARN_IMAGE_SHAPES.get(name))
 
 
 def _read_file(path: Path) -> pd.DataFrame:

@@ -14,21 +14,21 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import mlflow  # noqa: E402
-import numpy as np  # noqa: E402
-from mlflow.exceptions import MlflowException  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
-from sklearn.metrics import (  # noqa: E402
+import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from sklearn.metrics import (
     ConfusionMatrixDisplay,
     accuracy_score,
     confusion_matrix,
     precision_recall_fscore_support,
 )
 
-from components.config import EvaluateConfig, model_name_for  # noqa: E402
-from components.data.dataset import DatasetMetadata, Split, read_arrays, read_metadata  # noqa: E402
-from components.frameworks import get_adapter  # noqa: E402
+from components.config import EvaluateConfig, model_name_for
+from components.data.dataset import DatasetMetadata, Split, read_arrays, read_metadata
+from components.frameworks import get_adapter
 
 log = logging.getLogger(__name__)
 ACCURACY_TAG = "test_accuracy"

@@ -15,7 +15,13 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from components.config import TrainConfig
 from components.data.dataset import ArraySplit
-from components.frameworks.base import EpochCallback, EpochMetrics, EpochProgress, ModelSpec, softmax
+from components.frameworks.base import (
+    EpochCallback,
+    EpochMetrics,
+    EpochProgress,
+    ModelSpec,
+    softmax,
+)
 
 NAME = "torch"
 MODEL_FILE = "model.pt"
@@ -74,9 +80,10 @@ def fit(model: nn.Module, train: ArraySplit, val: ArraySplit, config: TrainConfi
             loss = loss_fn(logits, yb)
             loss.backward()
             optimizer.step()
-            total_loss += float(loss) * len(yb)
+            batch_loss = loss.item()
+            total_loss += batch_loss * len(yb)
             correct += int((logits.argmax(1) == yb).sum())
-            progress.step(float(loss))
+            progress.step(batch_loss)
         val_loss, val_acc = _evaluate(model, val, loss_fn)
         metrics = EpochMetrics(epoch, total_loss / len(train), correct / len(train),
                                val_loss, val_acc, time.perf_counter() - start)

@@ -11,14 +11,14 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import mlflow  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import mlflow
+import numpy as np
+import tensorflow as tf
 
-from components.config import TrainConfig  # noqa: E402
-from components.data.dataset import ArraySplit  # noqa: E402
-from components.frameworks.base import (  # noqa: E402
+from components.config import TrainConfig
+from components.data.dataset import ArraySplit
+from components.frameworks.base import (
     EpochCallback,
     EpochMetrics,
     EpochProgress,

@@ -13,6 +13,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.data.pandas_dataset import from_pandas
 from sklearn.model_selection import train_test_split
 
 from components.config import IngestConfig
@@ -31,7 +32,7 @@ def run_ingest(config: IngestConfig, out_dir: Path) -> DatasetMetadata:
     frame[raw.label] = frame[raw.label].astype(str)
     splits = _split(frame, raw.label, config)
     classes = sorted(frame[raw.label].unique().tolist(), key=_class_sort_key)
-    dataset = mlflow.data.from_pandas(frame, name=raw.name, targets=raw.label)
+    dataset = from_pandas(frame, name=raw.name, targets=raw.label)
     meta = DatasetMetadata(
         name=raw.name,
         source=config.source,
@@ -97,7 +98,7 @@ def _track(config: IngestConfig, meta: DatasetMetadata, splits: dict[Split, pd.D
     mlflow.log_metrics({f"rows_{k}": float(v) for k, v in meta.rows.items()})
     mlflow.set_tags({"twinflow.dataset": meta.name, "twinflow.dataset_digest": meta.digest})
     for split, frame in splits.items():
-        ds = mlflow.data.from_pandas(frame, name=f"{meta.name}-{split.value}", targets=meta.label)
+        ds = from_pandas(frame, name=f"{meta.name}-{split.value}", targets=meta.label)
         mlflow.log_input(ds, context=split.value)
 
 

@@ -5,8 +5,8 @@ from kfp.dsl import PipelineTaskFinalStatus
 from components.images import step_component
 
 
-def start_run(run_key: str, client_key: str, experiment: str, framework: str, source: str, label: str,
-              epochs: int, batch_size: int, learning_rate: float, seed: int) -> str:
+def start_run(run_key: str, client_key: str, experiment: str, framework: str, source: str,
+              label: str, epochs: int, batch_size: int, learning_rate: float, seed: int) -> str:
     """Validate run-wide parameters and open the MLflow parent run; returns its id."""
     from components.data.sources import source_name
     from components.errors import step_errors

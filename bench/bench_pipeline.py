@@ -1,0 +1,67 @@
+"""Issue 2 figures: end-to-end `twinflow run` per framework, and the local
+pipeline's orchestration overhead against the same step functions called
+directly in one process, both measured in this run.
+
+Usage: .venv/bin/python bench/bench_pipeline.py [--repeats N]
+Prints a Markdown table (copy it into bench/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = 8  # start-run, ingest, transform, train, evaluate, compress, push, finish-run
+
+
+def _env(workdir: Path) -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "TWINFLOW_"))}
+    env["TWINFLOW_HOME"] = str(workdir / ".twinflow")
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def pipeline_seconds(framework: str) -> float:
+    """Wall time of `twinflow run -q` (a fresh store) as the user runs it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "-q", "-f", framework],
+                       cwd=tmp, env=_env(Path(tmp)), check=True, capture_output=True)
+        return time.perf_counter() - start
+
+
+def inprocess_seconds(framework: str) -> float:
+    """Wall time of the same step functions in one fresh process (imports included)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, str(ROOT / "bench" / "inprocess.py"), framework, tmp],
+                       cwd=tmp, env=_env(Path(tmp)), check=True, capture_output=True)
+        return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--frameworks", nargs="+", default=["torch", "tensorflow"])
+    args = parser.parse_args()
+    print("| framework | `twinflow run` s (median) | in-process s (median) | ratio | "
+          "overhead s | overhead s/task |")
+    print("|---|---|---|---|---|---|")
+    for fw in args.frameworks:
+        pipe = statistics.median(pipeline_seconds(fw) for _ in range(args.repeats))
+        base = statistics.median(inprocess_seconds(fw) for _ in range(args.repeats))
+        over = pipe - base
+        print(f"| {fw} | {pipe:.1f} | {base:.1f} | {pipe / base:.2f}x | {over:.1f} | "
+              f"{over / TASKS:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""End to end: `twinflow run` through KFP's local runner, then what MLflow holds.
+
+Marked slow: each run trains a real model in a real pipeline (about a minute).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import cli_env
+
+pytestmark = pytest.mark.slow
+STEPS = ["ingest", "transform", "train", "evaluate", "compress", "push"]
+
+
+def _run(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "-q", *args],
+                          cwd=workdir, env=cli_env(workdir), capture_output=True, text=True,
+                          timeout=900)
+
+
+def _pipeline_runs(client: MlflowClient) -> list[Run]:
+    exp = client.get_experiment_by_name("twinflow")
+    assert exp is not None
+    return client.search_runs([exp.experiment_id],
+                              filter_string="tags.`twinflow.kind` = 'pipeline'",
+                              order_by=["attributes.start_time ASC"])
+
+
+def _children(client: MlflowClient, parent: Run) -> dict[str, Run]:
+    runs = client.search_runs([parent.info.experiment_id],
+                              filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    return {r.data.tags["twinflow.step"]: r for r in runs}
+
+
+@pytest.mark.parametrize("framework", ["torch", "tensorflow"])
+def test_pipeline_registers_champion_then_refuses_a_worse_model(
+        tmp_path: Path, framework: str) -> None:
+    first = _run(tmp_path, "--framework", framework)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "blessed" in first.stdout and f"digits-{framework} v1 @champion" in first.stdout
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / '.twinflow' / 'mlflow.db'}")
+    [parent] = _pipeline_runs(client)
+    assert parent.info.status == "FINISHED"
+    children = _children(client, parent)
+    assert sorted(children) == sorted(STEPS)
+    assert all(r.info.status == "FINISHED" for r in children.values())
+    assert children["train"].data.metrics["val_accuracy"] > 0.9
+    assert len(client.get_metric_history(children["train"].info.run_id, "loss")) == 10
+    accuracy = children["evaluate"].data.metrics["test_accuracy"]
+    assert accuracy >= 0.9
+    assert 0 < children["compress"].data.metrics["size_ratio"] < 1
+    name = f"digits-{framework}"
+    champion = client.get_model_version_by_alias(name, "champion")
+    assert champion.tags["framework"] == framework
+    assert float(champion.tags["test_accuracy"]) == pytest.approx(accuracy, abs=1e-5)
+    assert champion.run_id == children["push"].info.run_id
+
+    worse = _run(tmp_path, "--framework", framework, "--epochs", "1", "--learning-rate",
+                 "0.0001", "--min-accuracy", "0")
+    assert worse.returncode == 0, worse.stderr[-3000:]
+    assert "not blessed" in worse.stdout
+    second = _pipeline_runs(client)[-1]
+    steps = _children(client, second)
+    assert "push" not in steps
+    assert steps["evaluate"].data.tags["twinflow.blessed"] == "false"
+    assert steps["evaluate"].data.metrics["test_accuracy"] < accuracy
+    assert client.get_model_version_by_alias(name, "champion").version == champion.version
+    assert len(client.search_model_versions(f"name = '{name}'")) == 1
