@@ -65,3 +65,28 @@ def test_quantized_model_is_smaller_and_close(trained: tuple[Framework, Path],
     ref = adapter.predict_proba(model, test.x).argmax(1)
     assert (adapter.load_quantized(fp32)(test.x).argmax(1) == ref).mean() > 0.99
     assert (adapter.load_quantized(int8)(test.x).argmax(1) == ref).mean() > 0.95
+
+
+@pytest.mark.parametrize("fw", [Framework.TORCH, Framework.TENSORFLOW])
+def test_tabular_data_trains_an_mlp(fw: Framework, tmp_path: Path, store: str) -> None:
+    import mlflow
+
+    from components.config import IngestConfig, TrainConfig
+    from components.frameworks.base import ModelSpec
+    from components.ingest.core import run_ingest
+    from components.train.core import run_train
+    from components.transform.core import run_transform
+
+    with mlflow.start_run():
+        run_ingest(IngestConfig(source="sklearn:wine"), tmp_path / "raw")
+    with mlflow.start_run():
+        run_transform(tmp_path / "raw", tmp_path / "data", tmp_path / "t.json")
+    with mlflow.start_run():
+        run_train(TrainConfig(framework=fw, epochs=15, show_progress=False),
+                  tmp_path / "data", tmp_path / "model")
+    assert ModelSpec.load(tmp_path / "model").kind == "mlp"
+    adapter = get_adapter(fw)
+    meta = read_metadata(tmp_path / "data")
+    test = read_arrays(tmp_path / "data", Split.TEST, meta)
+    pred = adapter.predict_proba(adapter.load_model(tmp_path / "model"), test.x).argmax(1)
+    assert (pred == test.y).mean() > 0.85
