@@ -42,6 +42,9 @@ class TrainConfig(_Config):
     learning_rate: float = Field(default=1e-3, gt=0.0, le=10.0)
     seed: int = 42
     show_progress: bool = True
+    workers: int = Field(default=1, ge=1, le=64,
+                         description="Training processes on this machine (DDP / MWMS).")
+    resume: bool = Field(default=False, description="Continue from the last checkpoint.")
 
     @model_validator(mode="after")
     def _single_framework(self) -> TrainConfig:

@@ -48,6 +48,9 @@ def run(
     batch_size: int = 32,
     learning_rate: float = 0.001,
     seed: int = 42,
+    workers: Annotated[int, typer.Option(help="Training processes on this machine.")] = 1,
+    resume: Annotated[bool, typer.Option(help="Continue training from the last checkpoint.")
+                      ] = False,
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
     model_name: Annotated[str, typer.Option(help="Registered model name.")] = "",
@@ -63,6 +66,8 @@ def run(
 
     params = _params(framework=framework, source=data, label=label, epochs=epochs,
                      batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+                     workers=workers, resume=resume,
+                     checkpoint_root=str(_checkpoint_root(experiment, data)),
                      val_fraction=val_fraction, test_fraction=test_fraction,
                      model_name=model_name, min_accuracy=min_accuracy, tolerance=tolerance,
                      experiment=experiment)
@@ -80,6 +85,13 @@ def run(
     if not result.succeeded:
         raise _fail(result.errors[0] if result.errors else
                     "the pipeline failed; see the step logs above")
+
+
+def _checkpoint_root(experiment: str, data: str) -> Path:
+    """Checkpoints outlive a run (so --resume finds them): one folder per data set."""
+    from components.data.sources import source_name
+
+    return (get_settings().home / "checkpoints" / experiment / source_name(data)).resolve()
 
 
 def _ui_command(tracking_uri: str) -> str:

@@ -21,6 +21,9 @@ class PipelineParams(BaseModel):
     batch_size: int = Field(default=32, ge=1)
     learning_rate: float = Field(default=0.001, gt=0)
     seed: int = 42
+    workers: int = Field(default=1, ge=1, le=64)
+    resume: bool = False
+    checkpoint_root: str = ""
     val_fraction: float = Field(default=0.15, gt=0, lt=0.5)
     test_fraction: float = Field(default=0.15, gt=0, lt=0.5)
     model_name: str = ""

@@ -22,7 +22,8 @@ PIPELINE_NAME = "twinflow"
 
 
 def _framework_tail(fw: str, parent: Any, data: Any, epochs: Any, batch_size: Any,
-                    learning_rate: Any, seed: Any, model_name: Any, min_accuracy: Any,
+                    learning_rate: Any, seed: Any, workers: Any, resume: Any,
+                    checkpoint_root: Any, model_name: Any, min_accuracy: Any,
                     tolerance: Any, namespace: Any) -> None:
     """train -> evaluate -> compress -> push (only when blessed) for one framework.
 
@@ -30,6 +31,7 @@ def _framework_tail(fw: str, parent: Any, data: Any, epochs: Any, batch_size: An
     """
     train = train_ops[fw](parent_run_id=parent, framework=fw, epochs=epochs,
                           batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+                          workers=workers, resume=resume, checkpoint_root=checkpoint_root,
                           data=data).set_display_name(f"train-{fw}")
     model = train.outputs["model"]
     evaluate = evaluate_ops[fw](parent_run_id=parent, framework=fw, model_name=model_name,
@@ -54,6 +56,9 @@ def twinflow_pipeline(
     batch_size: int = 32,
     learning_rate: float = 0.001,
     seed: int = 42,
+    workers: int = 1,
+    resume: bool = False,
+    checkpoint_root: str = "",
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
     model_name: str = "",
@@ -77,7 +82,8 @@ def twinflow_pipeline(
         transform = transform_op(parent_run_id=parent, dataset=ingest.outputs["dataset"])
         data = transform.outputs["transformed"]
         tail = dict(parent=parent, data=data, epochs=epochs, batch_size=batch_size,
-                    learning_rate=learning_rate, seed=seed, model_name=model_name,
+                    learning_rate=learning_rate, seed=seed, workers=workers, resume=resume,
+                    checkpoint_root=checkpoint_root, model_name=model_name,
                     min_accuracy=min_accuracy, tolerance=tolerance, namespace=namespace)
         with dsl.If(framework != "tensorflow", name="torch-branch"):
             _framework_tail("torch", **tail)

@@ -1,7 +1,7 @@
 """Framework adapters: PyTorch and TensorFlow behind one set of function names.
 
 Like MLflow's flavor modules, :mod:`.pytorch` and :mod:`.tensorflow` expose the
-same functions (``build_model``, ``fit``, ``predict_proba``, ``save_model``,
+same functions (``build_model``, ``train``, ``predict_proba``, ``save_model``,
 ``load_model``, ``quantize``, ``load_quantized``, ``log_model``). A step asks
 :func:`get_adapter` for the one it needs; the other framework is never imported.
 """

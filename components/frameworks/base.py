@@ -70,6 +70,30 @@ class EpochMetrics:
 EpochCallback = Callable[[EpochMetrics], None]
 
 
+@dataclass(frozen=True)
+class TrainContext:
+    """Where this process stands in a (possibly multi-process) training run.
+
+    Only the chief (rank 0) reports metrics and writes the model and checkpoints;
+    every rank trains on its slice of each global batch.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    checkpoint_dir: Path | None = None
+    resume: bool = False
+
+    @property
+    def is_chief(self) -> bool:
+        """Rank 0 logs, saves and checkpoints."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        """More than one training process."""
+        return self.world_size > 1
+
+
 class FrameworkAdapter(Protocol):
     """The functions every adapter module defines."""
 
@@ -78,8 +102,8 @@ class FrameworkAdapter(Protocol):
 
     def build_model(self, spec: ModelSpec, seed: int) -> Any: ...
 
-    def fit(self, model: Any, train: ArraySplit, val: ArraySplit, config: TrainConfig,
-            on_epoch: EpochCallback) -> None: ...
+    def train(self, spec: ModelSpec, train: ArraySplit, val: ArraySplit, config: TrainConfig,
+              ctx: TrainContext, on_epoch: EpochCallback) -> Any: ...
 
     def predict_proba(self, model: Any, x: np.ndarray) -> np.ndarray: ...
 

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 import warnings
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.nn.parallel import DistributedDataParallel
 
 from components.config import TrainConfig
 from components.data.dataset import ArraySplit
@@ -20,11 +24,15 @@ from components.frameworks.base import (
     EpochMetrics,
     EpochProgress,
     ModelSpec,
+    TrainContext,
     softmax,
 )
 
+log = logging.getLogger(__name__)
 NAME = "torch"
 MODEL_FILE = "model.pt"
+CHECKPOINT_FILE = "last.pt"
+_COLLECTIVE_TIMEOUT_S = 60  # a dead peer fails the run in a minute, not the default 30
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
@@ -37,7 +45,7 @@ class ChannelsFirst(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w, c = self.shape
-        return x.reshape(-1, h, w, c).permute(0, 3, 1, 2)
+        return x.reshape(-1, h, w, c).permute(0, 3, 1, 2).contiguous()
 
 
 def build_model(spec: ModelSpec, seed: int) -> nn.Module:
@@ -60,43 +68,101 @@ def build_model(spec: ModelSpec, seed: int) -> nn.Module:
     )
 
 
-def fit(model: nn.Module, train: ArraySplit, val: ArraySplit, config: TrainConfig,
-        on_epoch: EpochCallback) -> None:
-    """Adam + cross-entropy, shuffled mini-batches; reports running loss/accuracy per epoch."""
-    generator = torch.Generator().manual_seed(config.seed)
-    loader = DataLoader(TensorDataset(torch.from_numpy(train.x), torch.from_numpy(train.y)),
-                        batch_size=config.batch_size, shuffle=True, generator=generator)
+def train(spec: ModelSpec, train: ArraySplit, val: ArraySplit, config: TrainConfig,
+          ctx: TrainContext, on_epoch: EpochCallback) -> nn.Module:
+    """Adam + cross-entropy over seeded global batches, DDP over gloo when distributed.
+
+    Every rank draws the same permutation and takes its slice of each global
+    batch; the loss is scaled so that DDP's gradient average equals the mean over
+    the whole global batch, so N workers follow the 1-worker trajectory.
+    """
+    if ctx.distributed and not dist.is_initialized():
+        dist.init_process_group("gloo", timeout=timedelta(seconds=_COLLECTIVE_TIMEOUT_S))
+    model = build_model(spec, config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    loss_fn = nn.CrossEntropyLoss()
-    progress = EpochProgress(config.epochs, len(loader), config.show_progress)
-    for epoch in range(1, config.epochs + 1):
+    first = _restore(model, optimizer, ctx)
+    net: nn.Module = DistributedDataParallel(model) if ctx.distributed else model
+    x, y = torch.from_numpy(train.x), torch.from_numpy(train.y)
+    n_batches = -(-len(train) // config.batch_size)
+    progress = EpochProgress(config.epochs, n_batches, config.show_progress and ctx.is_chief)
+    for epoch in range(first, config.epochs + 1):
         start = time.perf_counter()
         progress.start(epoch)
-        model.train()
-        total_loss, correct = 0.0, 0
-        for xb, yb in loader:
-            optimizer.zero_grad()
-            logits = model(xb)
-            loss = loss_fn(logits, yb)
-            loss.backward()
-            optimizer.step()
-            batch_loss = loss.item()
-            total_loss += batch_loss * len(yb)
-            correct += int((logits.argmax(1) == yb).sum())
-            progress.step(batch_loss)
-        val_loss, val_acc = _evaluate(model, val, loss_fn)
-        metrics = EpochMetrics(epoch, total_loss / len(train), correct / len(train),
-                               val_loss, val_acc, time.perf_counter() - start)
+        totals = _train_epoch(net, optimizer, x, y, config, ctx, epoch, progress)
+        val_loss, val_acc = _evaluate(model, val)
+        metrics = EpochMetrics(epoch, totals[0] / totals[2], totals[1] / totals[2], val_loss,
+                               val_acc, time.perf_counter() - start)
         progress.end(metrics)
-        on_epoch(metrics)
+        if ctx.is_chief:
+            _checkpoint(model, optimizer, epoch, ctx)
+            on_epoch(metrics)
+    return model.eval()
+
+
+def _train_epoch(net: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+                 y: torch.Tensor, config: TrainConfig, ctx: TrainContext, epoch: int,
+                 progress: EpochProgress) -> list[float]:
+    """One epoch; returns [loss sum, correct, samples] summed over all ranks."""
+    net.train()
+    loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    totals = torch.zeros(3, dtype=torch.float64)
+    for global_size, local in _global_batches(len(x), config.batch_size, ctx.world_size,
+                                              config.seed + epoch, ctx.rank):
+        optimizer.zero_grad()
+        logits = net(x[local])
+        loss_sum = loss_fn(logits, y[local])
+        (loss_sum * ctx.world_size / global_size).backward()
+        optimizer.step()
+        totals += torch.tensor([loss_sum.item(), (logits.argmax(1) == y[local]).sum().item(),
+                                len(local)], dtype=torch.float64)
+        progress.step(loss_sum.item() / len(local))
+    if ctx.distributed:
+        dist.all_reduce(totals)
+    return totals.tolist()
+
+
+def _global_batches(n: int, batch_size: int, world: int, seed: int,
+                    rank: int = 0) -> list[tuple[int, torch.Tensor]]:
+    """(global batch size, this rank's indices) for each global batch of a seeded shuffle."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    out = []
+    for chunk in order.split(batch_size):
+        if len(chunk) >= world:  # every rank needs at least one sample
+            out.append((len(chunk), chunk.tensor_split(world)[rank]))
+    return out
+
+
+def _checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
+                ctx: TrainContext) -> None:
+    """Write the epoch's state atomically (a kill mid-write leaves the previous one)."""
+    if ctx.checkpoint_dir is None:
+        return
+    ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    tmp = ctx.checkpoint_dir / "last.pt.tmp"
+    torch.save({"epoch": epoch, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict()}, tmp)
+    os.replace(tmp, ctx.checkpoint_dir / CHECKPOINT_FILE)
+
+
+def _restore(model: nn.Module, optimizer: torch.optim.Optimizer, ctx: TrainContext) -> int:
+    """Load the last checkpoint when resuming; return the first epoch to run."""
+    path = ctx.checkpoint_dir / CHECKPOINT_FILE if ctx.checkpoint_dir else None
+    if not ctx.resume or path is None or not path.is_file():
+        return 1
+    state = torch.load(path, weights_only=True)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    log.info("resuming from %s after epoch %d", path, state["epoch"])
+    return int(state["epoch"]) + 1
 
 
 @torch.no_grad()
-def _evaluate(model: nn.Module, split: ArraySplit, loss_fn: nn.Module) -> tuple[float, float]:
+def _evaluate(model: nn.Module, split: ArraySplit) -> tuple[float, float]:
     model.eval()
     logits = model(torch.from_numpy(split.x))
     y = torch.from_numpy(split.y)
-    return float(loss_fn(logits, y)), float((logits.argmax(1) == y).float().mean())
+    loss = nn.functional.cross_entropy(logits, y)
+    return float(loss), float((logits.argmax(1) == y).float().mean())
 
 
 @torch.no_grad()

@@ -1,4 +1,10 @@
-"""TensorFlow adapter: the shared model spec as a Keras model, trained with ``fit``."""
+"""TensorFlow adapter: the shared model spec as a Keras model, trained with ``fit``.
+
+It uses tf-keras (Keras 2, the `tf.keras` of TF_USE_LEGACY_KERAS=1): Keras 3's
+``fit`` fails under MultiWorkerMirroredStrategy in TF 2.21 ("PerReplica ...
+unsupported type"), and tensorflow-model-optimization works only on tf-keras
+models. Both measured here; see the README.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-import keras
 import mlflow
 import numpy as np
 import tensorflow as tf
+import tf_keras as keras
 
 from components.config import TrainConfig
 from components.data.dataset import ArraySplit
@@ -23,6 +30,7 @@ from components.frameworks.base import (
     EpochMetrics,
     EpochProgress,
     ModelSpec,
+    TrainContext,
     softmax,
 )
 
@@ -72,18 +80,44 @@ class _Reporter(keras.callbacks.Callback):
         self.on_epoch(metrics)
 
 
-def fit(model: keras.Model, train: ArraySplit, val: ArraySplit, config: TrainConfig,
-        on_epoch: EpochCallback) -> None:
-    """Adam + sparse cross-entropy on logits, the same loop shape as the torch adapter."""
-    keras.utils.set_random_seed(config.seed)
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
-    batches = -(-len(train) // config.batch_size)
-    progress = EpochProgress(config.epochs, batches, config.show_progress)
-    model.fit(train.x, train.y, batch_size=config.batch_size, epochs=config.epochs,
-              validation_data=(val.x, val.y), shuffle=True, verbose=0,
-              callbacks=[_Reporter(progress, on_epoch)])
+def train(spec: ModelSpec, train: ArraySplit, val: ArraySplit, config: TrainConfig,
+          ctx: TrainContext, on_epoch: EpochCallback) -> keras.Model:
+    """Adam + sparse cross-entropy on logits; MultiWorkerMirroredStrategy when distributed.
+
+    The strategy reads TF_CONFIG; each worker takes its share of every global
+    batch (auto-shard by DATA), so the global batch stays ``config.batch_size``.
+    Checkpoints are Keras' BackupAndRestore, which also resumes.
+    """
+    strategy = (tf.distribute.MultiWorkerMirroredStrategy() if ctx.distributed
+                else tf.distribute.get_strategy())
+    with strategy.scope():
+        model = build_model(spec, config.seed)
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"])
+    batches = len(train) // config.batch_size
+    progress = EpochProgress(config.epochs, batches, config.show_progress and ctx.is_chief)
+    callbacks: list[keras.callbacks.Callback] = []
+    if ctx.checkpoint_dir is not None:  # first: an epoch is reported only once it is saved
+        callbacks.append(keras.callbacks.BackupAndRestore(str(ctx.checkpoint_dir),
+                                                          delete_checkpoint=False))
+    callbacks.append(_Reporter(progress, on_epoch if ctx.is_chief else lambda _m: None))
+    model.fit(_dataset(train, config.batch_size, config.seed, shuffle=True),
+              validation_data=_dataset(val, config.batch_size, config.seed, shuffle=False),
+              epochs=config.epochs, verbose=0, callbacks=callbacks)
+    return model
+
+
+def _dataset(split: ArraySplit, batch_size: int, seed: int, shuffle: bool) -> tf.data.Dataset:
+    """A seeded tf.data pipeline, sharded by data across workers."""
+    ds = tf.data.Dataset.from_tensor_slices((split.x, split.y))
+    if shuffle:
+        ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    # Full batches only when training: MultiWorkerMirroredStrategy scales each replica's
+    # loss by (local batch x replicas), which mis-weights an uneven last batch.
+    return ds.batch(batch_size, drop_remainder=shuffle).with_options(options)
 
 
 def predict_proba(model: keras.Model, x: np.ndarray) -> np.ndarray:

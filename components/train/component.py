@@ -6,8 +6,13 @@ from components.images import step_component
 
 
 def train(parent_run_id: str, framework: str, epochs: int, batch_size: int,
-          learning_rate: float, seed: int, data: Input[Dataset], model: Output[Model]) -> None:
-    """Train ``framework``'s network on the transformed data."""
+          learning_rate: float, seed: int, workers: int, resume: bool, checkpoint_root: str,
+          data: Input[Dataset], model: Output[Model]) -> None:
+    """Train ``framework``'s network on the transformed data.
+
+    Checkpoints go to ``checkpoint_root/<framework>`` when given (a place that
+    outlives the run, so that ``resume`` can find them), else into the model.
+    """
     from pathlib import Path
 
     from components.config import TrainConfig
@@ -17,8 +22,10 @@ def train(parent_run_id: str, framework: str, epochs: int, batch_size: int,
 
     with step_errors("train"), step_run(parent_run_id, "train", framework):
         config = TrainConfig(framework=framework, epochs=epochs, batch_size=batch_size,
-                             learning_rate=learning_rate, seed=seed)
-        result = run_train(config, Path(data.path), Path(model.path))
+                             learning_rate=learning_rate, seed=seed, workers=workers,
+                             resume=resume)
+        ckpt = Path(checkpoint_root) / framework if checkpoint_root else None
+        result = run_train(config, Path(data.path), Path(model.path), ckpt)
         model.metadata.update({"framework": framework,
                                "val_accuracy": result.last_epoch.val_accuracy})
 

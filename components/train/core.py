@@ -6,7 +6,9 @@ adapter, imported lazily so a torch run never imports TensorFlow.
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,10 +16,10 @@ from pathlib import Path
 import mlflow
 
 from components.config import TrainConfig
-from components.data.dataset import Split, read_arrays, read_metadata
-from components.frameworks import get_adapter
-from components.frameworks.base import EpochMetrics, ModelSpec
-from components.tracking import log_metrics_batch
+from components.data.dataset import read_metadata
+from components.frameworks.base import EpochMetrics, ModelSpec, TrainContext
+from components.train.launch import TrainingError, launch_workers
+from components.train.worker import HISTORY_FILE, train_worker
 
 log = logging.getLogger(__name__)
 
@@ -31,28 +33,38 @@ class TrainResult:
     samples_per_second: float
 
 
-def run_train(config: TrainConfig, data_dir: Path, model_dir: Path) -> TrainResult:
-    """Train, log per-epoch metrics (one batch request per epoch), save the model."""
+def run_train(config: TrainConfig, data_dir: Path, model_dir: Path,
+              checkpoint_dir: Path | None = None) -> TrainResult:
+    """Train (in this process, or ``config.workers`` local processes), save the model.
+
+    Checkpoints go to ``checkpoint_dir`` (default: ``checkpoints/`` in the model
+    artifact) every epoch; without ``config.resume`` old ones are cleared first.
+    """
     meta = read_metadata(data_dir)
-    train, val = read_arrays(data_dir, Split.TRAIN, meta), read_arrays(data_dir, Split.VAL, meta)
     spec = ModelSpec.for_dataset(meta)
-    adapter = get_adapter(config.framework)
+    ckpt = checkpoint_dir or model_dir / "checkpoints"
+    if not config.resume and ckpt.exists():
+        shutil.rmtree(ckpt)
+    run = mlflow.active_run()
+    run_id = run.info.run_id if run else None
     mlflow.log_params({**config.model_dump(mode="json"), "model_kind": spec.kind,
                        "n_classes": spec.n_classes})
-    model = adapter.build_model(spec, config.seed)
-    epochs: list[EpochMetrics] = []
-
-    def on_epoch(m: EpochMetrics) -> None:
-        epochs.append(m)
-        log_metrics_batch(m.as_metrics(), step=m.epoch)
-
     start = time.perf_counter()
-    adapter.fit(model, train, val, config, on_epoch)
+    if config.workers == 1:
+        ctx = TrainContext(checkpoint_dir=ckpt, resume=config.resume)
+        history = train_worker(config, data_dir, model_dir, ctx, run_id)
+    else:
+        launch_workers(config, data_dir, model_dir, ckpt, run_id)
+        history = [EpochMetrics(**m) for m in json.loads((model_dir / HISTORY_FILE).read_text())]
     seconds = time.perf_counter() - start
-    adapter.save_model(model, spec, model_dir)
-    result = TrainResult(epochs[-1], seconds, len(train) * config.epochs / seconds)
+    if not history:
+        raise TrainingError(f"nothing to train: the checkpoint in {ckpt} is already at "
+                            f"epoch {config.epochs}")
+    epochs_run = len(history)
+    result = TrainResult(history[-1], seconds, meta.rows["train"] * epochs_run / seconds)
     mlflow.log_metrics({"train_seconds": seconds,
                         "train_samples_per_second": result.samples_per_second})
-    log.info("trained %s %s in %.1fs: val_accuracy %.4f", config.framework.value, spec.kind,
-             seconds, result.last_epoch.val_accuracy)
+    log.info("trained %s %s with %d worker(s) in %.1fs: val_accuracy %.4f",
+             config.framework.value, spec.kind, config.workers, seconds,
+             result.last_epoch.val_accuracy)
     return result
