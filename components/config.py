@@ -19,6 +19,14 @@ class Framework(StrEnum):
     BOTH = "both"
 
 
+class Precision(StrEnum):
+    """Training precision: fp32, or mixed precision with bf16 / fp16 compute."""
+
+    FP32 = "fp32"
+    BF16 = "bf16"
+    FP16 = "fp16"
+
+
 class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -42,8 +50,11 @@ class TrainConfig(_Config):
     learning_rate: float = Field(default=1e-3, gt=0.0, le=10.0)
     seed: int = 42
     show_progress: bool = True
-    workers: int = Field(default=1, ge=1, le=64,
-                         description="Training processes on this machine (DDP / MWMS).")
+    workers: int = Field(default=1, ge=0, le=64,
+                         description="Training processes on this machine (DDP / MWMS); "
+                                     "0 = one per visible GPU (PyTorch) or all GPUs in one "
+                                     "MirroredStrategy process (TensorFlow).")
+    precision: Precision = Precision.FP32
     resume: bool = Field(default=False, description="Continue from the last checkpoint.")
 
     @model_validator(mode="after")

@@ -12,7 +12,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from components.config import Framework
+from components.config import Framework, Precision
 from components.errors import TwinflowError, describe_validation_error
 from components.settings import get_settings
 from pipelines.params import PipelineParams
@@ -48,7 +48,10 @@ def run(
     batch_size: int = 32,
     learning_rate: float = 0.001,
     seed: int = 42,
-    workers: Annotated[int, typer.Option(help="Training processes on this machine.")] = 1,
+    workers: Annotated[int, typer.Option(
+        help="Training processes on this machine; 0 = per visible GPU.")] = 1,
+    precision: Annotated[Precision, typer.Option(help="fp32, or mixed bf16 / fp16.")
+                         ] = Precision.FP32,
     resume: Annotated[bool, typer.Option(help="Continue training from the last checkpoint.")
                       ] = False,
     val_fraction: float = 0.15,
@@ -66,7 +69,7 @@ def run(
 
     params = _params(framework=framework, source=data, label=label, epochs=epochs,
                      batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-                     workers=workers, resume=resume,
+                     workers=workers, precision=precision, resume=resume,
                      checkpoint_root=str(_checkpoint_root(experiment, data)),
                      val_fraction=val_fraction, test_fraction=test_fraction,
                      model_name=model_name, min_accuracy=min_accuracy, tolerance=tolerance,

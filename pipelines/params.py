@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from components.config import Framework
+from components.config import Framework, Precision
 
 
 class PipelineParams(BaseModel):
@@ -21,7 +21,8 @@ class PipelineParams(BaseModel):
     batch_size: int = Field(default=32, ge=1)
     learning_rate: float = Field(default=0.001, gt=0)
     seed: int = 42
-    workers: int = Field(default=1, ge=1, le=64)
+    workers: int = Field(default=1, ge=0, le=64)
+    precision: Precision = Precision.FP32
     resume: bool = False
     checkpoint_root: str = ""
     val_fraction: float = Field(default=0.15, gt=0, lt=0.5)

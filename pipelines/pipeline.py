@@ -22,7 +22,7 @@ PIPELINE_NAME = "twinflow"
 
 
 def _framework_tail(fw: str, parent: Any, data: Any, epochs: Any, batch_size: Any,
-                    learning_rate: Any, seed: Any, workers: Any, resume: Any,
+                    learning_rate: Any, seed: Any, workers: Any, precision: Any, resume: Any,
                     checkpoint_root: Any, model_name: Any, min_accuracy: Any,
                     tolerance: Any, namespace: Any) -> None:
     """train -> evaluate -> compress -> push (only when blessed) for one framework.
@@ -31,7 +31,8 @@ def _framework_tail(fw: str, parent: Any, data: Any, epochs: Any, batch_size: An
     """
     train = train_ops[fw](parent_run_id=parent, framework=fw, epochs=epochs,
                           batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-                          workers=workers, resume=resume, checkpoint_root=checkpoint_root,
+                          workers=workers, precision=precision, resume=resume,
+                          checkpoint_root=checkpoint_root,
                           data=data).set_display_name(f"train-{fw}")
     model = train.outputs["model"]
     evaluate = evaluate_ops[fw](parent_run_id=parent, framework=fw, model_name=model_name,
@@ -57,6 +58,7 @@ def twinflow_pipeline(
     learning_rate: float = 0.001,
     seed: int = 42,
     workers: int = 1,
+    precision: str = "fp32",
     resume: bool = False,
     checkpoint_root: str = "",
     val_fraction: float = 0.15,
@@ -82,8 +84,8 @@ def twinflow_pipeline(
         transform = transform_op(parent_run_id=parent, dataset=ingest.outputs["dataset"])
         data = transform.outputs["transformed"]
         tail = dict(parent=parent, data=data, epochs=epochs, batch_size=batch_size,
-                    learning_rate=learning_rate, seed=seed, workers=workers, resume=resume,
-                    checkpoint_root=checkpoint_root, model_name=model_name,
+                    learning_rate=learning_rate, seed=seed, workers=workers, precision=precision,
+                    resume=resume, checkpoint_root=checkpoint_root, model_name=model_name,
                     min_accuracy=min_accuracy, tolerance=tolerance, namespace=namespace)
         with dsl.If(framework != "tensorflow", name="torch-branch"):
             _framework_tail("torch", **tail)

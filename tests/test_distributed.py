@@ -58,7 +58,7 @@ def test_killed_worker_fails_fast_and_rerun_resumes(fw: Framework, store: str,
     def target() -> None:
         try:
             _train(fw, transformed[0], model_dir, epochs=500, workers=2)
-        except BaseException as err:  # noqa: BLE001 - handed to the test thread
+        except BaseException as err:
             outcome["error"] = err
 
     thread = threading.Thread(target=target)
@@ -89,3 +89,22 @@ def test_killed_worker_fails_fast_and_rerun_resumes(fw: Framework, store: str,
     assert resumed.samples_per_second > 0
     history = client.get_metric_history(mlflow.last_active_run().info.run_id, "loss")
     assert min(m.step for m in history) >= done + 1 > 1, "started after the checkpoint"
+
+
+@pytest.mark.parametrize(("fw", "precision"), [(Framework.TORCH, "bf16"),
+                                               (Framework.TORCH, "fp16"),
+                                               (Framework.TENSORFLOW, "bf16")])
+def test_mixed_precision_trains_on_cpu(fw: Framework, precision: str,
+                                       transformed: tuple[Path, Path], tmp_path: Path) -> None:
+    result = _train(fw, transformed[0], tmp_path / "m", epochs=3, precision=precision)
+    assert result.last_epoch.val_accuracy > 0.85
+    fp32 = _weights(fw, tmp_path / "m")
+    assert fp32.dtype == np.float32, "saved weights stay fp32 (master weights)"
+
+
+def test_auto_workers_without_gpus_is_one_process(transformed: tuple[Path, Path],
+                                                  tmp_path: Path) -> None:
+    _train(Framework.TORCH, transformed[0], tmp_path / "m", epochs=1, workers=0)
+    params = mlflow.get_run(mlflow.last_active_run().info.run_id).data.params
+    assert params["workers_used"] == "1"
+    assert not (tmp_path / "m" / "worker-1.pid").exists()

@@ -80,6 +80,7 @@ class TrainContext:
 
     rank: int = 0
     world_size: int = 1
+    local_rank: int = 0
     checkpoint_dir: Path | None = None
     resume: bool = False
 
@@ -104,6 +105,8 @@ class FrameworkAdapter(Protocol):
 
     def train(self, spec: ModelSpec, train: ArraySplit, val: ArraySplit, config: TrainConfig,
               ctx: TrainContext, on_epoch: EpochCallback) -> Any: ...
+
+    def device_count(self) -> int: ...
 
     def predict_proba(self, model: Any, x: np.ndarray) -> np.ndarray: ...
 

@@ -17,7 +17,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from components.config import TrainConfig
+from components.config import Precision, TrainConfig
 from components.data.dataset import ArraySplit
 from components.frameworks.base import (
     EpochCallback,
@@ -76,30 +76,60 @@ def train(spec: ModelSpec, train: ArraySplit, val: ArraySplit, config: TrainConf
     batch; the loss is scaled so that DDP's gradient average equals the mean over
     the whole global batch, so N workers follow the 1-worker trajectory.
     """
+    device = _device(ctx)
     if ctx.distributed and not dist.is_initialized():
-        dist.init_process_group("gloo", timeout=timedelta(seconds=_COLLECTIVE_TIMEOUT_S))
-    model = build_model(spec, config.seed)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                timeout=timedelta(seconds=_COLLECTIVE_TIMEOUT_S))
+    model = build_model(spec, config.seed).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     first = _restore(model, optimizer, ctx)
-    net: nn.Module = DistributedDataParallel(model) if ctx.distributed else model
-    x, y = torch.from_numpy(train.x), torch.from_numpy(train.y)
+    net: nn.Module = model
+    if ctx.distributed:
+        net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    x, y = torch.from_numpy(train.x).to(device), torch.from_numpy(train.y).to(device)
+    amp = _Amp(device, config.precision)
     n_batches = -(-len(train) // config.batch_size)
     progress = EpochProgress(config.epochs, n_batches, config.show_progress and ctx.is_chief)
     for epoch in range(first, config.epochs + 1):
         start = time.perf_counter()
         progress.start(epoch)
-        totals = _train_epoch(net, optimizer, x, y, config, ctx, epoch, progress)
-        val_loss, val_acc = _evaluate(model, val)
+        totals = _train_epoch(net, optimizer, amp, x, y, config, ctx, epoch, progress)
+        val_loss, val_acc = _evaluate(model, val, amp)
         metrics = EpochMetrics(epoch, totals[0] / totals[2], totals[1] / totals[2], val_loss,
                                val_acc, time.perf_counter() - start)
         progress.end(metrics)
         if ctx.is_chief:
             _checkpoint(model, optimizer, epoch, ctx)
             on_epoch(metrics)
-    return model.eval()
+    return model.cpu().eval()
 
 
-def _train_epoch(net: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+def device_count() -> int:
+    """Visible GPUs."""
+    return torch.cuda.device_count()
+
+
+def _device(ctx: TrainContext) -> torch.device:
+    """One GPU per process (by local rank) when there are GPUs, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", ctx.local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+class _Amp:
+    """Mixed precision: autocast to bf16/fp16, with a gradient scaler for fp16."""
+
+    def __init__(self, device: torch.device, precision: Precision) -> None:
+        self.device = device
+        self.dtype = {Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}.get(precision)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=precision is Precision.FP16)
+
+    def autocast(self) -> torch.autocast:
+        """The forward-pass context (a no-op in fp32)."""
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None)
+
+
+def _train_epoch(net: nn.Module, optimizer: torch.optim.Optimizer, amp: _Amp, x: torch.Tensor,
                  y: torch.Tensor, config: TrainConfig, ctx: TrainContext, epoch: int,
                  progress: EpochProgress) -> list[float]:
     """One epoch; returns [loss sum, correct, samples] summed over all ranks."""
@@ -108,17 +138,21 @@ def _train_epoch(net: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tens
     totals = torch.zeros(3, dtype=torch.float64)
     for global_size, local in _global_batches(len(x), config.batch_size, ctx.world_size,
                                               config.seed + epoch, ctx.rank):
+        local = local.to(x.device)
         optimizer.zero_grad()
-        logits = net(x[local])
-        loss_sum = loss_fn(logits, y[local])
-        (loss_sum * ctx.world_size / global_size).backward()
-        optimizer.step()
+        with amp.autocast():
+            logits = net(x[local])
+            loss_sum = loss_fn(logits.float(), y[local])
+        amp.scaler.scale(loss_sum * ctx.world_size / global_size).backward()
+        amp.scaler.step(optimizer)
+        amp.scaler.update()
         totals += torch.tensor([loss_sum.item(), (logits.argmax(1) == y[local]).sum().item(),
                                 len(local)], dtype=torch.float64)
         progress.step(loss_sum.item() / len(local))
     if ctx.distributed:
+        totals = totals.to(x.device)
         dist.all_reduce(totals)
-    return totals.tolist()
+    return totals.cpu().tolist()
 
 
 def _global_batches(n: int, batch_size: int, world: int, seed: int,
@@ -149,7 +183,7 @@ def _restore(model: nn.Module, optimizer: torch.optim.Optimizer, ctx: TrainConte
     path = ctx.checkpoint_dir / CHECKPOINT_FILE if ctx.checkpoint_dir else None
     if not ctx.resume or path is None or not path.is_file():
         return 1
-    state = torch.load(path, weights_only=True)
+    state = torch.load(path, weights_only=True, map_location=next(model.parameters()).device)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     log.info("resuming from %s after epoch %d", path, state["epoch"])
@@ -157,9 +191,10 @@ def _restore(model: nn.Module, optimizer: torch.optim.Optimizer, ctx: TrainConte
 
 
 @torch.no_grad()
-def _evaluate(model: nn.Module, split: ArraySplit) -> tuple[float, float]:
+def _evaluate(model: nn.Module, split: ArraySplit, amp: _Amp) -> tuple[float, float]:
     model.eval()
-    logits = model(torch.from_numpy(split.x))
+    with amp.autocast():
+        logits = model(torch.from_numpy(split.x).to(amp.device)).float().cpu()
     y = torch.from_numpy(split.y)
     loss = nn.functional.cross_entropy(logits, y)
     return float(loss), float((logits.argmax(1) == y).float().mean())

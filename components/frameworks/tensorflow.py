@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from components.config import TrainConfig
+from components.config import Precision, TrainConfig
 from components.data.dataset import ArraySplit
 from components.frameworks.base import (
     EpochCallback,
@@ -34,6 +34,8 @@ from components.frameworks.base import (
     softmax,
 )
 
+_POLICIES = {Precision.FP32: "float32", Precision.BF16: "mixed_bfloat16",
+             Precision.FP16: "mixed_float16"}
 NAME = "tensorflow"
 MODEL_FILE = "model.keras"
 
@@ -52,7 +54,7 @@ def build_model(spec: ModelSpec, seed: int) -> keras.Model:
     else:
         layers += [keras.layers.Dense(spec.hidden, activation="relu"),
                    keras.layers.Dense(spec.hidden, activation="relu")]
-    layers.append(keras.layers.Dense(spec.n_classes))
+    layers.append(keras.layers.Dense(spec.n_classes, dtype="float32"))  # fp32 logits
     return keras.Sequential(layers)
 
 
@@ -88,8 +90,8 @@ def train(spec: ModelSpec, train: ArraySplit, val: ArraySplit, config: TrainConf
     batch (auto-shard by DATA), so the global batch stays ``config.batch_size``.
     Checkpoints are Keras' BackupAndRestore, which also resumes.
     """
-    strategy = (tf.distribute.MultiWorkerMirroredStrategy() if ctx.distributed
-                else tf.distribute.get_strategy())
+    keras.mixed_precision.set_global_policy(_POLICIES[config.precision])
+    strategy = _strategy(ctx)
     with strategy.scope():
         model = build_model(spec, config.seed)
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
@@ -105,7 +107,22 @@ def train(spec: ModelSpec, train: ArraySplit, val: ArraySplit, config: TrainConf
     model.fit(_dataset(train, config.batch_size, config.seed, shuffle=True),
               validation_data=_dataset(val, config.batch_size, config.seed, shuffle=False),
               epochs=config.epochs, verbose=0, callbacks=callbacks)
+    keras.mixed_precision.set_global_policy("float32")
     return model
+
+
+def _strategy(ctx: TrainContext) -> tf.distribute.Strategy:
+    """MultiWorkerMirrored across processes; Mirrored across the GPUs of one process."""
+    if ctx.distributed:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if device_count() > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def device_count() -> int:
+    """Visible GPUs."""
+    return len(tf.config.list_physical_devices("GPU"))
 
 
 def _dataset(split: ArraySplit, batch_size: int, seed: int, shuffle: bool) -> tf.data.Dataset:

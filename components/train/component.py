@@ -6,7 +6,8 @@ from components.images import step_component
 
 
 def train(parent_run_id: str, framework: str, epochs: int, batch_size: int,
-          learning_rate: float, seed: int, workers: int, resume: bool, checkpoint_root: str,
+          learning_rate: float, seed: int, workers: int, precision: str, resume: bool,
+          checkpoint_root: str,
           data: Input[Dataset], model: Output[Model]) -> None:
     """Train ``framework``'s network on the transformed data.
 
@@ -23,7 +24,7 @@ def train(parent_run_id: str, framework: str, epochs: int, batch_size: int,
     with step_errors("train"), step_run(parent_run_id, "train", framework):
         config = TrainConfig(framework=framework, epochs=epochs, batch_size=batch_size,
                              learning_rate=learning_rate, seed=seed, workers=workers,
-                             resume=resume)
+                             precision=precision, resume=resume)
         ckpt = Path(checkpoint_root) / framework if checkpoint_root else None
         result = run_train(config, Path(data.path), Path(model.path), ckpt)
         model.metadata.update({"framework": framework,

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import mlflow
 
-from components.config import TrainConfig
+from components.config import Framework, TrainConfig
 from components.data.dataset import read_metadata
+from components.frameworks import get_adapter
 from components.frameworks.base import EpochMetrics, ModelSpec, TrainContext
 from components.train.launch import TrainingError, launch_workers
 from components.train.worker import HISTORY_FILE, train_worker
@@ -49,6 +50,7 @@ def run_train(config: TrainConfig, data_dir: Path, model_dir: Path,
     run_id = run.info.run_id if run else None
     mlflow.log_params({**config.model_dump(mode="json"), "model_kind": spec.kind,
                        "n_classes": spec.n_classes})
+    config = resolve_workers(config)
     start = time.perf_counter()
     if config.workers == 1:
         ctx = TrainContext(checkpoint_dir=ckpt, resume=config.resume)
@@ -61,6 +63,7 @@ def run_train(config: TrainConfig, data_dir: Path, model_dir: Path,
         raise TrainingError(f"nothing to train: the checkpoint in {ckpt} is already at "
                             f"epoch {config.epochs}")
     epochs_run = len(history)
+    mlflow.log_param("workers_used", config.workers)
     result = TrainResult(history[-1], seconds, meta.rows["train"] * epochs_run / seconds)
     mlflow.log_metrics({"train_seconds": seconds,
                         "train_samples_per_second": result.samples_per_second})
@@ -68,3 +71,13 @@ def run_train(config: TrainConfig, data_dir: Path, model_dir: Path,
              config.framework.value, spec.kind, config.workers, seconds,
              result.last_epoch.val_accuracy)
     return result
+
+
+def resolve_workers(config: TrainConfig) -> TrainConfig:
+    """``workers=0``: one process per visible GPU for PyTorch; one process (with
+    MirroredStrategy over its GPUs) for TensorFlow; one CPU process without GPUs."""
+    if config.workers:
+        return config
+    per_gpu = config.framework is Framework.TORCH
+    gpus = get_adapter(config.framework).device_count() if per_gpu else 0
+    return config.model_copy(update={"workers": max(1, gpus)})

@@ -55,11 +55,13 @@ def context_from_env(framework: Framework, checkpoint_dir: Path | None,
     """Rank and world size as the launcher set them (torchrun env or TF_CONFIG)."""
     if framework is Framework.TORCH:
         rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+        local = int(os.environ.get("LOCAL_RANK", str(rank)))
     else:
         tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
         world = len(tf_config.get("cluster", {}).get("worker", [])) or 1
         rank = int(tf_config.get("task", {}).get("index", 0))
-    return TrainContext(rank, world, checkpoint_dir, resume)
+        local = rank
+    return TrainContext(rank, world, local, checkpoint_dir, resume)
 
 
 def main(argv: list[str] | None = None) -> None:
