@@ -81,5 +81,6 @@ def configure_logging(level: int = logging.INFO) -> None:
         handler._twinflow = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("alembic", "mlflow.store.db.utils", "urllib3", "matplotlib", "absl"):
+    for noisy in ("alembic", "mlflow.store.db.utils", "urllib3", "matplotlib", "absl",
+                  "tensorflow"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -88,7 +88,8 @@ def train(spec: ModelSpec, train: ArraySplit, val: ArraySplit, config: TrainConf
 
     The strategy reads TF_CONFIG; each worker takes its share of every global
     batch (auto-shard by DATA), so the global batch stays ``config.batch_size``.
-    Checkpoints are Keras' BackupAndRestore, which also resumes.
+    Checkpoints are Keras' BackupAndRestore, which restores whatever it finds:
+    callers empty ``ctx.checkpoint_dir`` unless resuming (``run_train`` does).
     """
     keras.mixed_precision.set_global_policy(_POLICIES[config.precision])
     strategy = _strategy(ctx)
