@@ -27,6 +27,14 @@ class Precision(StrEnum):
     FP16 = "fp16"
 
 
+class Priority(StrEnum):
+    """What the user cares about most when the frameworks are compared."""
+
+    ACCURACY = "accuracy"
+    LATENCY = "latency"
+    SIZE = "size"
+
+
 class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -87,6 +87,19 @@ def find_pipeline_run(run_key: str, experiment: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
+def latest_pipeline_run(experiment: str, framework: str = "") -> str | None:
+    """The newest parent run of ``experiment`` (optionally of one framework choice)."""
+    exp = MlflowClient().get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    query = "tags.`twinflow.kind` = 'pipeline'"
+    if framework:
+        query += f" and params.framework = '{framework}'"
+    runs = MlflowClient().search_runs([exp.experiment_id], filter_string=query, max_results=1,
+                                      order_by=["attributes.start_time DESC"])
+    return runs[0].info.run_id if runs else None
+
+
 def start_pipeline_run(run_key: str, experiment: str, run_name: str,
                        params: dict[str, str]) -> str:
     """Create (once per ``run_key``) the parent run; it stays RUNNING until finished."""

@@ -11,8 +11,9 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.table import Table
 
-from components.config import Framework, Precision
+from components.config import Framework, Precision, Priority
 from components.errors import TwinflowError, describe_validation_error
 from components.settings import get_settings
 from pipelines.params import PipelineParams
@@ -59,6 +60,8 @@ def run(
     model_name: Annotated[str, typer.Option(help="Registered model name.")] = "",
     min_accuracy: float = 0.5,
     tolerance: float = 0.0,
+    prefer: Annotated[Priority, typer.Option(
+        help="With --framework both: what the recommendation optimises.")] = Priority.ACCURACY,
     experiment: str = "twinflow",
     tracking_uri: TrackingOpt = "",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Step logs to a file.")] = False,
@@ -73,7 +76,7 @@ def run(
                      checkpoint_root=str(_checkpoint_root(experiment, data)),
                      val_fraction=val_fraction, test_fraction=test_fraction,
                      model_name=model_name, min_accuracy=min_accuracy, tolerance=tolerance,
-                     experiment=experiment)
+                     prefer=prefer, experiment=experiment)
     uri = tracking_uri or get_settings().resolved_tracking_uri()
     try:
         result = run_local(params, uri, quiet=quiet)
@@ -116,6 +119,47 @@ def compile_cmd(
     params = _params(framework=framework, source=data, label=label, epochs=epochs)
     path = compile_pipeline(output, params)
     Console().print(f"wrote {path}")
+
+
+@app.command()
+def compare(
+    run_id: Annotated[str, typer.Argument(
+        help="Parent run of a --framework both run (default: the latest).")] = "",
+    prefer: Annotated[Priority, typer.Option(help="What the recommendation optimises.")
+                      ] = Priority.ACCURACY,
+    html: Annotated[Path | None, typer.Option(help="Also write the HTML report here.")] = None,
+    experiment: str = "twinflow",
+    tracking_uri: TrackingOpt = "",
+) -> None:
+    """Print the side-by-side comparison of a run that trained both frameworks."""
+    from mlflow.exceptions import MlflowException
+
+    from components.compare.core import collect, recommend, table
+    from components.compare.report import charts, to_html
+    from components.tracking import configure, latest_pipeline_run
+
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri or get_settings().resolved_tracking_uri()
+    try:
+        configure()
+        run_id = run_id or latest_pipeline_run(experiment, framework="both") or ""
+        if not run_id:
+            raise TwinflowError(f"no --framework both run in experiment '{experiment}'")
+        comparison = collect(run_id)
+    except (TwinflowError, MlflowException) as err:
+        raise _fail(str(err)) from None
+    frame = table(comparison)
+    out = Console(soft_wrap=True)
+    rich_table = Table(title=f"run {run_id}")
+    for column in frame.columns:
+        rich_table.add_column(str(column))
+    for row in frame.itertuples(index=False):
+        rich_table.add_row(*("n/a" if v is None else f"{v:.4g}" if isinstance(v, float)
+                             else str(v) for v in row))
+    out.print(rich_table)
+    out.print(recommend(comparison, prefer))
+    if html is not None:
+        html.write_text(to_html(comparison, charts(comparison), prefer), encoding="utf-8")
+        out.print(f"wrote {html}")
 
 
 @app.command()

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from components.config import Framework, Precision
+from components.config import Framework, Precision, Priority
 
 
 class PipelineParams(BaseModel):
@@ -32,6 +32,7 @@ class PipelineParams(BaseModel):
     tolerance: float = Field(default=0.0, ge=0, le=1)
     experiment: str = "twinflow"
     namespace: str = "default"
+    prefer: Priority = Priority.ACCURACY
     run_key: str = ""
 
     def as_arguments(self) -> dict[str, Any]:

@@ -2,14 +2,15 @@
 
 ingest -> transform -> [per framework: train -> evaluate -> compress -> push if
 blessed], wrapped in an exit handler that closes the MLflow parent run whatever
-happens. The framework parameter selects the branch(es): `torch`, `tensorflow`
-or `both` (both branches, same splits and seeds).
+happens. The framework parameter selects the branch: `torch`, `tensorflow` or
+`both` (both tails on the same splits and seeds, then a compare step).
 """
 
 from typing import Any
 
 from kfp import dsl
 
+from components.compare.component import compare_op
 from components.compress.component import compress_ops
 from components.evaluate.component import evaluate_ops
 from components.ingest.component import ingest_op
@@ -24,10 +25,11 @@ PIPELINE_NAME = "twinflow"
 def _framework_tail(fw: str, parent: Any, data: Any, epochs: Any, batch_size: Any,
                     learning_rate: Any, seed: Any, workers: Any, precision: Any, resume: Any,
                     checkpoint_root: Any, model_name: Any, min_accuracy: Any,
-                    tolerance: Any, namespace: Any) -> None:
+                    tolerance: Any, namespace: Any) -> list[Any]:
     """train -> evaluate -> compress -> push (only when blessed) for one framework.
 
     The arguments are pipeline channels (placeholders resolved at run time).
+    Returns the tasks a comparison has to wait for.
     """
     train = train_ops[fw](parent_run_id=parent, framework=fw, epochs=epochs,
                           batch_size=batch_size, learning_rate=learning_rate, seed=seed,
@@ -45,6 +47,7 @@ def _framework_tail(fw: str, parent: Any, data: Any, epochs: Any, batch_size: An
                      namespace=namespace, data=data, model=model,
                      compressed=compress.outputs["compressed"],
                      metrics=evaluate.outputs["metrics"]).set_display_name(f"push-{fw}")
+    return [evaluate, compress]
 
 
 @dsl.pipeline(name=PIPELINE_NAME,
@@ -68,6 +71,7 @@ def twinflow_pipeline(
     tolerance: float = 0.0,
     experiment: str = "twinflow",
     namespace: str = "default",
+    prefer: str = "accuracy",
     run_key: str = "",
 ) -> None:
     """The whole pipeline; see the module docstring."""
@@ -87,7 +91,12 @@ def twinflow_pipeline(
                     learning_rate=learning_rate, seed=seed, workers=workers, precision=precision,
                     resume=resume, checkpoint_root=checkpoint_root, model_name=model_name,
                     min_accuracy=min_accuracy, tolerance=tolerance, namespace=namespace)
-        with dsl.If(framework != "tensorflow", name="torch-branch"):
+        with dsl.If(framework == "torch", name="torch-only"):
             _framework_tail("torch", **tail)
-        with dsl.If(framework != "torch", name="tensorflow-branch"):
+        with dsl.If(framework == "tensorflow", name="tensorflow-only"):
             _framework_tail("tensorflow", **tail)
+        with dsl.If(framework == "both", name="both-frameworks"):
+            # Both tails in one branch so that compare may wait for them (KFP forbids
+            # depending on tasks inside another dsl.If).
+            done = _framework_tail("torch", **tail) + _framework_tail("tensorflow", **tail)
+            compare_op(parent_run_id=parent, prefer=prefer).after(*done)

@@ -40,6 +40,7 @@ class RunSummary:
     status: str
     steps: list[StepRow]
     results: list[FrameworkResult]
+    recommendation: str = ""
 
 
 def collect(run_key: str, experiment: str) -> RunSummary | None:
@@ -53,7 +54,8 @@ def collect(run_key: str, experiment: str) -> RunSummary | None:
                                   filter_string=f"tags.mlflow.parentRunId = '{run_id}'",
                                   order_by=["attributes.start_time ASC"])
     steps = [StepRow(c.info.run_name or "?", c.info.status, _seconds(c)) for c in children]
-    return RunSummary(run_id, parent.info.status, steps, _results(children))
+    return RunSummary(run_id, parent.info.status, steps, _results(children),
+                      parent.data.tags.get("twinflow.recommendation", ""))
 
 
 def _seconds(run: Run) -> float | None:
@@ -100,4 +102,7 @@ def render(summary: RunSummary, wall_seconds: float, ui_command: str,
         registered = r.model or "not registered"
         console.print(f"[bold]{r.framework}[/]: test accuracy {acc}; {verdict} ({r.verdict}); "
                       f"{registered}")
+    if summary.recommendation:
+        console.print(f"[bold]comparison[/]: {summary.recommendation} "
+                      f"(full report: twinflow compare {summary.run_id})")
     console.print(f"pipeline wall time {wall_seconds:.1f}s. Open the MLflow UI: {ui_command}")

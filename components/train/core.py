@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import resource
 import shutil
 import time
 from dataclasses import dataclass
@@ -66,7 +67,8 @@ def run_train(config: TrainConfig, data_dir: Path, model_dir: Path,
     mlflow.log_param("workers_used", config.workers)
     result = TrainResult(history[-1], seconds, meta.rows["train"] * epochs_run / seconds)
     mlflow.log_metrics({"train_seconds": seconds,
-                        "train_samples_per_second": result.samples_per_second})
+                        "train_samples_per_second": result.samples_per_second,
+                        "peak_rss_mb": peak_rss_mb()})
     log.info("trained %s %s with %d worker(s) in %.1fs: val_accuracy %.4f",
              config.framework.value, spec.kind, config.workers, seconds,
              result.last_epoch.val_accuracy)
@@ -81,3 +83,10 @@ def resolve_workers(config: TrainConfig) -> TrainConfig:
     per_gpu = config.framework is Framework.TORCH
     gpus = get_adapter(config.framework).device_count() if per_gpu else 0
     return config.model_copy(update={"workers": max(1, gpus)})
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process and its finished children (workers), MiB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) / 1024  # Linux reports KiB

@@ -1,0 +1,1 @@
+"""Compare step: the two frameworks side by side, with a recommendation."""

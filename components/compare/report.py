@@ -1,0 +1,93 @@
+"""The comparison as charts, a self-contained HTML page, and MLflow artifacts."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import logging
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.figure import Figure
+from mlflow.tracking import MlflowClient
+
+from components.compare.core import Comparison, recommend, table
+from components.config import Priority
+
+log = logging.getLogger(__name__)
+CHARTS = {
+    "accuracy": ["test accuracy", "int8 test accuracy"],
+    "latency": ["fp32 latency p50, batch 1 (ms)", "fp32 latency p99, batch 1 (ms)",
+                "int8 latency p50, batch 1 (ms)", "int8 latency p99, batch 1 (ms)"],
+    "size": ["fp32 model size (KiB)", "int8 model size (KiB)"],
+    "training": ["train time (s)", "train peak memory (MiB)"],
+}
+
+
+def charts(comparison: Comparison) -> dict[str, Figure]:
+    """One grouped bar chart per theme, frameworks side by side."""
+    frame = table(comparison).set_index("figure")
+    figures = {}
+    for name, labels in CHARTS.items():
+        data = frame.loc[labels, [f.framework for f in comparison.frameworks]].astype(float)
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        data.plot.bar(ax=ax, rot=15)
+        ax.set_title(f"torch vs tensorflow: {name}")
+        ax.set_xlabel("")
+        fig.tight_layout()
+        figures[name] = fig
+    return figures
+
+
+def to_html(comparison: Comparison, figures: dict[str, Figure], prefer: Priority) -> str:
+    """A self-contained page: recommendations, the table, the charts inlined as PNG."""
+    lines = "".join(f"<li>{html.escape(recommend(comparison, p))}</li>" for p in Priority)
+    frame = table(comparison)
+    images = "".join(f'<h3>{html.escape(n)}</h3><img alt="{html.escape(n)}" '
+                     f'src="data:image/png;base64,{_png(f)}"/>' for n, f in figures.items())
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>twinflow comparison "
+            f"{comparison.parent_run_id}</title><style>body{{font-family:sans-serif}}"
+            "td,th{padding:2px 8px;border-bottom:1px solid #ddd}</style></head><body>"
+            f"<h1>twinflow framework comparison</h1><p>pipeline run "
+            f"{html.escape(comparison.parent_run_id)}</p>"
+            f"<h2>Recommendation</h2><p><b>{html.escape(recommend(comparison, prefer))}</b>"
+            f"</p><ul>{lines}</ul><h2>Side by side</h2>"
+            f"{frame.to_html(index=False, na_rep='n/a', float_format=_fmt)}"
+            f"<h2>Charts</h2>{images}</body></html>")
+
+
+def log_report(comparison: Comparison, prefer: Priority) -> tuple[str, str]:
+    """Log table, charts and page on the parent run; return (recommendation, page)."""
+    client, run_id = MlflowClient(), comparison.parent_run_id
+    frame = table(comparison)
+    client.log_table(run_id, _stringified(frame), "comparison/table.json")
+    figures = charts(comparison)
+    for name, fig in figures.items():
+        client.log_figure(run_id, fig, f"comparison/{name}.png")
+    page = to_html(comparison, figures, prefer)
+    client.log_text(run_id, page, "comparison/report.html")
+    for fig in figures.values():
+        plt.close(fig)
+    line = recommend(comparison, prefer)
+    client.set_tag(run_id, "twinflow.recommendation", line)
+    log.info("%s", line)
+    return line, page
+
+
+def _stringified(frame: pd.DataFrame) -> pd.DataFrame:
+    """MLflow tables want one type per column: show numbers as text."""
+    return frame.map(lambda v: _fmt(v) if isinstance(v, float) else ("n/a" if v is None else v))
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def _png(fig: Figure) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    return base64.b64encode(buf.getvalue()).decode()
