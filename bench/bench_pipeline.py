@@ -47,11 +47,29 @@ def inprocess_seconds(framework: str) -> float:
         return time.perf_counter() - start
 
 
+def bake_off(repeats: int) -> None:
+    """`--framework both` against `torch` then `tensorflow` back to back, same run."""
+    print("| `--framework both` s (median) | torch + tensorflow back to back s (median) | "
+          "ratio |")
+    print("|---|---|---|")
+    both, pair = [], []
+    for _ in range(repeats):  # interleaved
+        both.append(pipeline_seconds("both"))
+        pair.append(pipeline_seconds("torch") + pipeline_seconds("tensorflow"))
+    b, p = statistics.median(both), statistics.median(pair)
+    print(f"| {b:.1f} | {p:.1f} | {b / p:.2f}x |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--frameworks", nargs="+", default=["torch", "tensorflow"])
+    parser.add_argument("--both", action="store_true",
+                        help="issue 7: --framework both against the two runs back to back")
     args = parser.parse_args()
+    if args.both:
+        bake_off(args.repeats)
+        return
     print("| framework | `twinflow run` s (median) | in-process s (median) | ratio | "
           "overhead s | overhead s/task |")
     print("|---|---|---|---|---|---|")

@@ -100,6 +100,21 @@ def _checkpoint_root(experiment: str, data: str) -> Path:
     return (get_settings().home / "checkpoints" / experiment / source_name(data)).resolve()
 
 
+def _latest_run_url(uri: str, base: str) -> str:
+    """The UI address of the newest pipeline run in the store, if any."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from components.tracking import latest_pipeline_run
+
+    mlflow.set_tracking_uri(uri)
+    run_id = latest_pipeline_run(get_settings().experiment)
+    if run_id is None:
+        return ""
+    exp = MlflowClient().get_run(run_id).info.experiment_id
+    return f"{base}/#/experiments/{exp}/runs/{run_id}"
+
+
 def _ui_command(tracking_uri: str) -> str:
     return "twinflow ui" + (f" --tracking-uri {tracking_uri}" if tracking_uri else "")
 
@@ -174,6 +189,9 @@ def ui(
         Console().print(f"the tracking store is a server: open {uri}")
         return
     Console().print(f"MLflow UI on http://{host}:{port} (store {uri}); Ctrl-C to stop")
+    latest = _latest_run_url(uri, f"http://{host}:{port}")
+    if latest:
+        Console(soft_wrap=True).print(f"latest pipeline run: {latest}")
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
            "--host", host, "--port", str(port), "--workers", "1"]

@@ -19,7 +19,7 @@ def evaluate(parent_run_id: str, framework: str, model_name: str, min_accuracy: 
     from components.config import EvaluateConfig
     from components.errors import step_errors
     from components.evaluate.core import run_evaluate
-    from components.tracking import step_run
+    from components.tracking import log_metrics_batch, step_run
 
     with step_errors("evaluate"), step_run(parent_run_id, "evaluate", framework):
         config = EvaluateConfig(framework=framework, model_name=model_name,
@@ -28,6 +28,9 @@ def evaluate(parent_run_id: str, framework: str, model_name: str, min_accuracy: 
         for key in ("test_accuracy", "test_f1_macro"):
             metrics.log_metric(key, result.metrics[key])
         Path(metrics.path).write_text(json.dumps(result.metrics), encoding="utf-8")
+        headline = {f"{framework}_{k}": result.metrics[k] for k in ("test_accuracy",
+                                                                   "test_f1_macro")}
+        log_metrics_batch(headline, run_id=parent_run_id)  # shown on the parent run's page
         confusion.log_confusion_matrix(result.classes, result.confusion)
         return result.verdict.blessed
     raise AssertionError("unreachable")
