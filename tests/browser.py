@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from types import TracebackType
 
 import requests
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
+from components.train.launch import free_port
 from tests.conftest import cli_env
 
 # Chromium in a sandbox without network: no background fetches, no first-run UI.
@@ -24,35 +23,23 @@ CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-
                   "--disable-component-update", "--disable-sync", "--window-size=1500,1100"]
 
 
-class MlflowUi:
-    """`twinflow ui` on a free loopback port plus a Chromium session looking at it."""
+class UiServer:
+    """`twinflow ui` on a free loopback port, started and stopped as a process group."""
 
-    def __init__(self, work: Path, chromedriver: str) -> None:
-        self.work, self.chromedriver = work, chromedriver
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> MlflowUi:
+    def __enter__(self) -> UiServer:
         self.server = subprocess.Popen(
             [sys.executable, "-m", "pipelines.cli", "ui", "--port", str(self.port)],
             cwd=self.work, env=cli_env(self.work), start_new_session=True,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._wait_ready()
-        options = webdriver.ChromeOptions()
-        options.binary_location = "/usr/bin/chromium"
-        for flag in CHROMIUM_FLAGS:
-            options.add_argument(flag)
-        options.add_argument(f"--user-data-dir={self.work / 'chromium-profile'}")
-        self.driver = webdriver.Chrome(service=Service(self.chromedriver), options=options)
         return self
 
-    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None,
-                                   TracebackType | None]) -> None:
-        driver = getattr(self, "driver", None)
-        if driver is not None:
-            driver.quit()
+    def __exit__(self, *exc: object) -> None:
         os.killpg(self.server.pid, signal.SIGTERM)
         self.server.wait(timeout=30)
 
@@ -65,6 +52,28 @@ class MlflowUi:
             except requests.ConnectionError:
                 time.sleep(0.5)
         raise AssertionError(f"mlflow server on {self.base} not ready in {seconds} s")
+
+
+class MlflowUi(UiServer):
+    """The UI server plus a headless Chromium session looking at it."""
+
+    def __init__(self, work: Path, chromedriver: str) -> None:
+        super().__init__(work)
+        self.chromedriver = chromedriver
+
+    def __enter__(self) -> MlflowUi:
+        super().__enter__()
+        options = webdriver.ChromeOptions()
+        options.binary_location = "/usr/bin/chromium"
+        for flag in CHROMIUM_FLAGS:
+            options.add_argument(flag)
+        options.add_argument(f"--user-data-dir={self.work / 'chromium-profile'}")
+        self.driver = webdriver.Chrome(service=Service(self.chromedriver), options=options)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.driver.quit()
+        super().__exit__(*exc)
 
     def _experiment(self, run_id: str) -> str:
         info = requests.get(f"{self.base}/api/2.0/mlflow/runs/get", params={"run_id": run_id},
