@@ -178,6 +178,27 @@ def compare(
 
 
 @app.command()
+def rollback(
+    model: Annotated[str, typer.Option("--model", help="Registered model name.")],
+    tracking_uri: TrackingOpt = "",
+) -> None:
+    """Move `champion` back to the previous champion (a second rollback undoes it)."""
+    from mlflow.exceptions import MlflowException
+
+    from components.push.core import rollback as swap
+    from components.tracking import configure
+
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri or get_settings().resolved_tracking_uri()
+    try:
+        configure()
+        champion, previous = swap(model)
+    except (TwinflowError, MlflowException) as err:
+        raise _fail(str(err)) from None
+    Console().print(f"{model}: champion is now version {champion} "
+                    f"(previous-champion: version {previous})")
+
+
+@app.command()
 def ui(
     tracking_uri: TrackingOpt = "",
     port: int = 5000,

@@ -84,3 +84,12 @@ def test_invalid_option_value(tmp_path: Path) -> None:
     result = _twinflow(tmp_path, "run", "--epochs", "0")
     assert result.returncode == 1
     assert "invalid option: epochs: Input should be greater than or equal to 1" in result.stderr
+
+
+def test_rollback_of_unknown_model_is_a_clear_error(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "pipelines.cli", "rollback", "--model", "nope"],
+                            cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 1
+    assert _last_error(result) == ("twinflow: error: model 'nope' has no 'champion' and "
+                                   "'previous-champion' pair to roll back")

@@ -71,3 +71,38 @@ def test_manifest_is_a_valid_inference_service(trained: tuple[Framework, Path],
     jsonschema.validate(manifest, version["schema"]["openAPIV3Schema"])
     assert manifest["metadata"]["name"] == f"manifest-{fw.value}"
     assert manifest["spec"]["predictor"]["model"]["storageUri"]
+
+
+def test_pushing_the_same_pipeline_run_twice_creates_nothing_new(
+        trained: tuple[Framework, Path], transformed: tuple[Path, Path], tmp_path: Path) -> None:
+    fw, model_dir = trained
+    name = f"idempotent-{fw.value}"
+    (tmp_path / "int8").mkdir()
+    versions = []
+    with mlflow.start_run():  # the pipeline's parent run; its push step runs twice (a retry)
+        for attempt in range(2):
+            with mlflow.start_run(nested=True):
+                result = run_push(PushConfig(framework=fw, model_name=name), transformed[0],
+                                  model_dir, tmp_path / "int8", {"test_accuracy": 0.9},
+                                  tmp_path / f"isvc-{attempt}.yaml")
+            versions.append(result.version)
+    assert versions == ["1", "1"]
+    assert len(MlflowClient().search_model_versions(f"name = '{name}'")) == 1
+
+
+def test_rollback_swaps_champion_and_previous(trained: tuple[Framework, Path],
+                                              transformed: tuple[Path, Path],
+                                              tmp_path: Path) -> None:
+    from components.errors import TwinflowError
+    from components.push.core import rollback
+
+    fw, model_dir = trained
+    name = f"rollback-{fw.value}"
+    first = _push(fw, model_dir, transformed[0], tmp_path, name)
+    with pytest.raises(TwinflowError, match="no 'champion' and 'previous-champion' pair"):
+        rollback(name)
+    second = _push(fw, model_dir, transformed[0], tmp_path, name)
+    assert rollback(name) == (first, second)
+    client = MlflowClient()
+    assert str(client.get_model_version_by_alias(name, "champion").version) == first
+    assert rollback(name) == (second, first)  # undo

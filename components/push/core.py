@@ -18,12 +18,14 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from components.config import PushConfig, model_name_for
-from components.data.dataset import Split, read_arrays, read_metadata
+from components.data.dataset import DatasetMetadata, Split, read_arrays, read_metadata
+from components.errors import TwinflowError
 from components.evaluate.core import ACCURACY_TAG
 from components.frameworks import get_adapter
 from components.push.serving import inference_service
 
 log = logging.getLogger(__name__)
+PIPELINE_RUN_TAG = "pipeline_run"
 
 
 @dataclass(frozen=True)
@@ -43,17 +45,16 @@ def run_push(config: PushConfig, data_dir: Path, model_dir: Path, compressed_dir
     """
     meta = read_metadata(data_dir)
     name = model_name_for(config.model_name, meta.name, config.framework)
-    adapter = get_adapter(config.framework)
-    sample = read_arrays(data_dir, Split.TEST, meta).x[:5]
-    model_uri = adapter.log_model(adapter.load_model(model_dir), "model", sample)
-    tags = {"framework": config.framework.value, "dataset": meta.name,
-            "dataset_digest": meta.digest,
-            **{k: f"{v:.6g}" for k, v in metrics.items() if k.startswith("test_")}}
-    if ACCURACY_TAG not in tags:
-        raise ValueError(f"push needs the '{ACCURACY_TAG}' metric from evaluate")
-    mlflow.log_artifacts(str(compressed_dir), artifact_path="compressed")
-    version = str(mlflow.register_model(model_uri, name, tags=tags).version)
-    _move_champion(config, name, version)
+    pipeline_run = _pipeline_run()
+    version = _existing_version(name, pipeline_run)
+    if version is None:
+        version = _register(config, name, meta, data_dir, model_dir, compressed_dir, metrics,
+                            pipeline_run)
+    else:
+        log.info("%s version %s already holds pipeline run %s; not registering again",
+                 name, version, pipeline_run)
+    if _champion_version(name, config.champion_alias) != version:
+        _move_champion(config, name, version)
     storage = MlflowClient().get_model_version_download_uri(name, version)
     manifest = inference_service(name, version, storage, config.namespace)
     manifest_path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,6 +63,64 @@ def run_push(config: PushConfig, data_dir: Path, model_dir: Path, compressed_dir
     mlflow.set_tags({"twinflow.registered_model": name, "twinflow.model_version": version})
     log.info("registered %s version %s as %s", name, version, config.champion_alias)
     return PushResult(name, version, manifest_path)
+
+
+def _register(config: PushConfig, name: str, meta: DatasetMetadata, data_dir: Path,
+              model_dir: Path, compressed_dir: Path, metrics: dict[str, float],
+              pipeline_run: str) -> str:
+    """Log the model with its flavor and create a registry version; return the version."""
+    tags = {"framework": config.framework.value, "dataset": meta.name,
+            "dataset_digest": meta.digest, PIPELINE_RUN_TAG: pipeline_run,
+            **{k: f"{v:.6g}" for k, v in metrics.items() if k.startswith("test_")}}
+    if ACCURACY_TAG not in tags:
+        raise ValueError(f"push needs the '{ACCURACY_TAG}' metric from evaluate")
+    adapter = get_adapter(config.framework)
+    sample = read_arrays(data_dir, Split.TEST, meta).x[:5]
+    model_uri = adapter.log_model(adapter.load_model(model_dir), "model", sample)
+    mlflow.log_artifacts(str(compressed_dir), artifact_path="compressed")
+    return str(mlflow.register_model(model_uri, name, tags=tags).version)
+
+
+def _pipeline_run() -> str:
+    """The parent (pipeline) run of the active step run; '' outside a pipeline."""
+    run = mlflow.active_run()
+    return run.data.tags.get("mlflow.parentRunId", "") if run else ""
+
+
+def _existing_version(name: str, pipeline_run: str) -> str | None:
+    """The version an earlier push of the same pipeline run registered, if any."""
+    if not pipeline_run:
+        return None
+    try:
+        found = MlflowClient().search_model_versions(
+            f"name = '{name}' and tags.{PIPELINE_RUN_TAG} = '{pipeline_run}'")
+    except MlflowException:
+        return None
+    return str(found[0].version) if found else None
+
+
+def _champion_version(name: str, alias: str) -> str | None:
+    try:
+        return str(MlflowClient().get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def rollback(name: str, champion_alias: str = "champion",
+             previous_alias: str = "previous-champion") -> tuple[str, str]:
+    """Swap `champion` and `previous-champion`; return (new champion, new previous).
+
+    Swapping (rather than dropping) makes a second rollback undo the first.
+    """
+    current = _champion_version(name, champion_alias)
+    previous = _champion_version(name, previous_alias)
+    if current is None or previous is None:
+        raise TwinflowError(f"model '{name}' has no '{champion_alias}' and "
+                            f"'{previous_alias}' pair to roll back")
+    client = MlflowClient()
+    client.set_registered_model_alias(name, champion_alias, previous)
+    client.set_registered_model_alias(name, previous_alias, current)
+    return previous, current
 
 
 def _move_champion(config: PushConfig, name: str, version: str) -> None:
