@@ -49,6 +49,16 @@ class IngestConfig(_Config):
     seed: int = 42
 
 
+class ClusterOptions(_Config):
+    """Placement of distributed training jobs on a cluster (ignored locally)."""
+
+    job_kind: str = Field(default="", description="trainjob | pytorchjob | tfjob; '' = default")
+    cpu: str = "1"
+    memory: str = "2Gi"
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, str | int]] = Field(default_factory=list)
+
+
 class TrainConfig(_Config):
     """Hyper-parameters shared by both frameworks."""
 
@@ -63,6 +73,9 @@ class TrainConfig(_Config):
                                      "0 = one per visible GPU (PyTorch) or all GPUs in one "
                                      "MirroredStrategy process (TensorFlow).")
     precision: Precision = Precision.FP32
+    gpus_per_worker: int = Field(default=0, ge=0, le=16,
+                                 description="GPUs per worker of a cluster training job.")
+    cluster: ClusterOptions = Field(default_factory=ClusterOptions)
     resume: bool = Field(default=False, description="Continue from the last checkpoint.")
 
     @model_validator(mode="after")

@@ -33,6 +33,10 @@ class Settings(BaseSettings):
         validation_alias="TWINFLOW_ERROR_FILE",
         description="Where a failing step appends its one-line error for the CLI.",
     )
+    train_backend: str = Field(
+        default="local", validation_alias="TWINFLOW_TRAIN_BACKEND",
+        description="`kubernetes`: multi-worker or GPU training runs as a cluster job.")
+    namespace: str = Field(default="default", validation_alias="TWINFLOW_NAMESPACE")
     image_registry: str = Field(default="twinflow", validation_alias="TWINFLOW_IMAGE_REGISTRY")
     image_tag: str = Field(default="0.1.0", validation_alias="TWINFLOW_IMAGE_TAG")
 

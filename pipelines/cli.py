@@ -127,11 +127,23 @@ def compile_cmd(
     data: str = "sklearn:digits",
     label: str = "",
     epochs: int = 10,
+    workers: int = 1,
+    gpus_per_worker: int = 0,
+    cluster_options: Annotated[str, typer.Option(
+        help='Training job placement as JSON, e.g. {"cpu": "4", "memory": "8Gi", '
+             '"node_selector": {"pool": "gpu"}, "job_kind": "pytorchjob"}')] = "{}",
 ) -> None:
     """Compile the pipeline to KFP IR YAML (parameters become its defaults)."""
+    from components.config import ClusterOptions
     from pipelines.compile import compile_pipeline
 
-    params = _params(framework=framework, source=data, label=label, epochs=epochs)
+    try:
+        ClusterOptions.model_validate_json(cluster_options)
+    except ValidationError as err:
+        raise _fail(describe_validation_error(err, "--cluster-options")) from None
+    params = _params(framework=framework, source=data, label=label, epochs=epochs,
+                     workers=workers, gpus_per_worker=gpus_per_worker,
+                     cluster_options=cluster_options)
     path = compile_pipeline(output, params)
     Console().print(f"wrote {path}")
 

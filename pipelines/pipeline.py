@@ -22,29 +22,27 @@ from components.transform.component import transform_op
 PIPELINE_NAME = "twinflow"
 
 
-def _framework_tail(fw: str, parent: Any, data: Any, epochs: Any, batch_size: Any,
-                    learning_rate: Any, seed: Any, workers: Any, precision: Any, resume: Any,
-                    checkpoint_root: Any, model_name: Any, min_accuracy: Any,
-                    tolerance: Any, namespace: Any) -> list[Any]:
+TRAIN_PARAMS = ("epochs", "batch_size", "learning_rate", "seed", "workers", "precision",
+                "resume", "checkpoint_root", "gpus_per_worker", "cluster_options")
+
+
+def _framework_tail(fw: str, parent: Any, data: Any, p: dict[str, Any]) -> list[Any]:
     """train -> evaluate -> compress -> push (only when blessed) for one framework.
 
-    The arguments are pipeline channels (placeholders resolved at run time).
-    Returns the tasks a comparison has to wait for.
+    ``p`` maps pipeline parameter names to their channels (placeholders resolved
+    at run time). Returns the tasks a comparison has to wait for.
     """
-    train = train_ops[fw](parent_run_id=parent, framework=fw, epochs=epochs,
-                          batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-                          workers=workers, precision=precision, resume=resume,
-                          checkpoint_root=checkpoint_root,
-                          data=data).set_display_name(f"train-{fw}")
+    train = train_ops[fw](parent_run_id=parent, framework=fw, data=data,
+                          **{k: p[k] for k in TRAIN_PARAMS}).set_display_name(f"train-{fw}")
     model = train.outputs["model"]
-    evaluate = evaluate_ops[fw](parent_run_id=parent, framework=fw, model_name=model_name,
-                                min_accuracy=min_accuracy, tolerance=tolerance, data=data,
-                                model=model).set_display_name(f"evaluate-{fw}")
+    evaluate = evaluate_ops[fw](parent_run_id=parent, framework=fw, model_name=p["model_name"],
+                                min_accuracy=p["min_accuracy"], tolerance=p["tolerance"],
+                                data=data, model=model).set_display_name(f"evaluate-{fw}")
     compress = compress_ops[fw](parent_run_id=parent, framework=fw, data=data,
                                 model=model).set_display_name(f"compress-{fw}")
     with dsl.If(evaluate.outputs["Output"] == True, name=f"blessed-{fw}"):  # noqa: E712
-        push_ops[fw](parent_run_id=parent, framework=fw, model_name=model_name,
-                     namespace=namespace, data=data, model=model,
+        push_ops[fw](parent_run_id=parent, framework=fw, model_name=p["model_name"],
+                     namespace=p["namespace"], data=data, model=model,
                      compressed=compress.outputs["compressed"],
                      metrics=evaluate.outputs["metrics"]).set_display_name(f"push-{fw}")
     return [evaluate, compress]
@@ -64,6 +62,8 @@ def twinflow_pipeline(
     precision: str = "fp32",
     resume: bool = False,
     checkpoint_root: str = "",
+    gpus_per_worker: int = 0,
+    cluster_options: str = "{}",
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
     model_name: str = "",
@@ -87,16 +87,18 @@ def twinflow_pipeline(
                            val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
         transform = transform_op(parent_run_id=parent, dataset=ingest.outputs["dataset"])
         data = transform.outputs["transformed"]
-        tail = dict(parent=parent, data=data, epochs=epochs, batch_size=batch_size,
-                    learning_rate=learning_rate, seed=seed, workers=workers, precision=precision,
-                    resume=resume, checkpoint_root=checkpoint_root, model_name=model_name,
-                    min_accuracy=min_accuracy, tolerance=tolerance, namespace=namespace)
+        p = dict(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+                 workers=workers, precision=precision, resume=resume,
+                 checkpoint_root=checkpoint_root, gpus_per_worker=gpus_per_worker,
+                 cluster_options=cluster_options, model_name=model_name,
+                 min_accuracy=min_accuracy, tolerance=tolerance, namespace=namespace)
         with dsl.If(framework == "torch", name="torch-only"):
-            _framework_tail("torch", **tail)
+            _framework_tail("torch", parent, data, p)
         with dsl.If(framework == "tensorflow", name="tensorflow-only"):
-            _framework_tail("tensorflow", **tail)
+            _framework_tail("tensorflow", parent, data, p)
         with dsl.If(framework == "both", name="both-frameworks"):
             # Both tails in one branch so that compare may wait for them (KFP forbids
             # depending on tasks inside another dsl.If).
-            done = _framework_tail("torch", **tail) + _framework_tail("tensorflow", **tail)
+            done = [t for fw in ("torch", "tensorflow")
+                    for t in _framework_tail(fw, parent, data, p)]
             compare_op(parent_run_id=parent, prefer=prefer).after(*done)

@@ -7,7 +7,7 @@ from components.images import step_component
 
 def train(parent_run_id: str, framework: str, epochs: int, batch_size: int,
           learning_rate: float, seed: int, workers: int, precision: str, resume: bool,
-          checkpoint_root: str,
+          checkpoint_root: str, gpus_per_worker: int, cluster_options: str,
           data: Input[Dataset], model: Output[Model]) -> None:
     """Train ``framework``'s network on the transformed data.
 
@@ -16,7 +16,7 @@ def train(parent_run_id: str, framework: str, epochs: int, batch_size: int,
     """
     from pathlib import Path
 
-    from components.config import TrainConfig
+    from components.config import ClusterOptions, TrainConfig
     from components.errors import step_errors
     from components.tracking import step_run
     from components.train.core import run_train
@@ -24,7 +24,9 @@ def train(parent_run_id: str, framework: str, epochs: int, batch_size: int,
     with step_errors("train"), step_run(parent_run_id, "train", framework):
         config = TrainConfig(framework=framework, epochs=epochs, batch_size=batch_size,
                              learning_rate=learning_rate, seed=seed, workers=workers,
-                             precision=precision, resume=resume)
+                             precision=precision, resume=resume,
+                             gpus_per_worker=gpus_per_worker,
+                             cluster=ClusterOptions.model_validate_json(cluster_options or "{}"))
         ckpt = Path(checkpoint_root) / framework if checkpoint_root else None
         result = run_train(config, Path(data.path), Path(model.path), ckpt)
         model.metadata.update({"framework": framework,

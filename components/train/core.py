@@ -20,6 +20,8 @@ from components.config import Framework, TrainConfig
 from components.data.dataset import read_metadata
 from components.frameworks import get_adapter
 from components.frameworks.base import EpochMetrics, ModelSpec, TrainContext
+from components.settings import get_settings
+from components.train.cluster import train_on_cluster, wants_cluster
 from components.train.launch import TrainingError, launch_workers
 from components.train.worker import HISTORY_FILE, train_worker
 
@@ -53,7 +55,10 @@ def run_train(config: TrainConfig, data_dir: Path, model_dir: Path,
                        "n_classes": spec.n_classes})
     config = resolve_workers(config)
     start = time.perf_counter()
-    if config.workers == 1:
+    settings = get_settings()
+    if run_id and wants_cluster(config, settings):
+        history = train_on_cluster(config, data_dir, model_dir, run_id, settings)
+    elif config.workers == 1:
         ctx = TrainContext(checkpoint_dir=ckpt, resume=config.resume)
         history = train_worker(config, data_dir, model_dir, ctx, run_id)
     else:

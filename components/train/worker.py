@@ -72,12 +72,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--checkpoint-dir", type=Path, default=None)
     parser.add_argument("--run-id", default=None)
+    parser.add_argument("--via-mlflow", action="store_true",
+                        help="cluster job: data from, model to the MLflow run's artifacts")
     args = parser.parse_args(argv)
     configure_logging()
     config = TrainConfig.model_validate_json(args.config)
     ctx = context_from_env(config.framework, args.checkpoint_dir, config.resume)
+    args.model.mkdir(parents=True, exist_ok=True)
     (args.model / f"worker-{ctx.rank}.pid").write_text(str(os.getpid()))
-    train_worker(config, args.data, args.model, ctx, args.run_id)
+    data = args.data
+    if args.via_mlflow:
+        from components.train.cluster import download_input
+
+        data = download_input(args.run_id, args.data)
+    train_worker(config, data, args.model, ctx, args.run_id)
+    if args.via_mlflow and ctx.is_chief:
+        from components.train.cluster import upload_output
+
+        upload_output(args.run_id, args.model)
 
 
 if __name__ == "__main__":
