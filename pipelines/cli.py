@@ -149,6 +149,41 @@ def compile_cmd(
 
 
 @app.command()
+def submit(
+    framework: FrameworkOpt = Framework.TORCH,
+    host: Annotated[str, typer.Option(envvar="KF_PIPELINES_ENDPOINT",
+                                      help="KFP endpoint (default: $KF_PIPELINES_ENDPOINT).")
+                    ] = "",
+    experiment: str = "twinflow",
+    token: Annotated[str, typer.Option(envvar="KF_PIPELINES_TOKEN",
+                                       help="Bearer token (default: $KF_PIPELINES_TOKEN).")
+                     ] = "",
+    tracking_uri: Annotated[str, typer.Option(
+        "--tracking-uri", help="MLflow URI as the cluster's steps reach it.")
+    ] = "http://mlflow.twinflow.svc.cluster.local:5000",
+    data: str = "sklearn:digits",
+    label: str = "",
+    epochs: int = 10,
+    workers: int = 1,
+    wait: Annotated[bool, typer.Option(help="Follow the run to its end.")] = False,
+    timeout: float = 3600,
+) -> None:
+    """Compile and submit the pipeline to a Kubeflow Pipelines endpoint."""
+    from pipelines.submit import submit as submit_run
+
+    params = _params(framework=framework, source=data, label=label, epochs=epochs,
+                     workers=workers, experiment=experiment)
+    try:
+        result = submit_run(params, tracking_uri, host or None, experiment, token or None,
+                            wait=wait, timeout=timeout)
+    except TwinflowError as err:
+        raise _fail(str(err)) from None
+    Console(soft_wrap=True).print(f"run {result.run_id}: {result.state} ({result.url})")
+    if wait and not result.succeeded:
+        raise _fail(f"run {result.run_id} ended {result.state}")
+
+
+@app.command()
 def compare(
     run_id: Annotated[str, typer.Argument(
         help="Parent run of a --framework both run (default: the latest).")] = "",

@@ -1,0 +1,110 @@
+"""Compile the pipeline and submit it to a Kubeflow Pipelines endpoint.
+
+The steps find MLflow through the environment: the tracking URI is written into
+every executor's container env in the compiled IR (what KFP's
+``set_env_variable`` produces), so the same pipeline definition serves any
+cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+from components.errors import TwinflowError
+from pipelines.compile import compile_pipeline
+from pipelines.params import PipelineParams
+
+log = logging.getLogger(__name__)
+ENDPOINT_ENV = "KF_PIPELINES_ENDPOINT"
+TOKEN_ENV = "KF_PIPELINES_TOKEN"
+TERMINAL = {"SUCCEEDED", "FAILED", "CANCELED", "SKIPPED"}
+
+
+class SubmitError(TwinflowError):
+    """The KFP endpoint is missing, unreachable, refuses us, or the run failed."""
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    """The submitted run and, with ``wait``, its final state."""
+
+    run_id: str
+    state: str
+    url: str
+
+    @property
+    def succeeded(self) -> bool:
+        """Only a finished, successful run counts."""
+        return self.state == "SUCCEEDED"
+
+
+def with_env(ir: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    """Add ``env`` to every executor container of a compiled pipeline."""
+    for executor in ir["deploymentSpec"]["executors"].values():
+        container = executor["container"]
+        existing = [e for e in container.get("env", []) if e["name"] not in env]
+        container["env"] = existing + [{"name": k, "value": v} for k, v in sorted(env.items())]
+    return ir
+
+
+def submit(params: PipelineParams, tracking_uri: str, host: str | None = None,
+           experiment: str = "twinflow", token: str | None = None, wait: bool = False,
+           timeout: float = 3600, poll: float = 5) -> SubmitResult:
+    """Compile with the tracking URI baked into the steps' env, submit, optionally wait."""
+    host = (host or os.environ.get(ENDPOINT_ENV, "")).rstrip("/")
+    if not host:
+        raise SubmitError(f"no KFP endpoint: pass --host or set {ENDPOINT_ENV}")
+    token = token or os.environ.get(TOKEN_ENV) or None
+    _check_endpoint(host, token)
+    import kfp
+
+    with tempfile.TemporaryDirectory() as tmp:
+        package = compile_pipeline(Path(tmp) / "pipeline.yaml", params)
+        ir = with_env(yaml.safe_load(package.read_text()), {"MLFLOW_TRACKING_URI": tracking_uri})
+        package.write_text(yaml.safe_dump(ir, sort_keys=False))
+        client = kfp.Client(host=host, existing_token=token)
+        run = client.create_run_from_pipeline_package(
+            str(package), arguments={}, experiment_name=experiment,
+            run_name=f"twinflow-{params.framework.value}")
+    url = f"{host}/#/runs/details/{run.run_id}"
+    log.info("submitted run %s: %s", run.run_id, url)
+    state = _follow(client, run.run_id, timeout, poll) if wait else "SUBMITTED"
+    return SubmitResult(run.run_id, state, url)
+
+
+def _check_endpoint(host: str, token: str | None) -> None:
+    """Fail in seconds, naming the host, instead of kfp's minute of retries."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        response = requests.get(f"{host}/apis/v2beta1/healthz", headers=headers, timeout=5)
+    except requests.RequestException as err:
+        raise SubmitError(f"KFP endpoint {host} is unreachable: {type(err).__name__}") from None
+    if response.status_code in (401, 403):
+        raise SubmitError(f"KFP endpoint {host} refused the credentials "
+                          f"(HTTP {response.status_code}); check the bearer token")
+    if not response.ok:
+        raise SubmitError(f"KFP endpoint {host} answered HTTP {response.status_code}")
+
+
+def _follow(client: Any, run_id: str, timeout: float, poll: float) -> str:
+    """Poll the run until it reaches a terminal state or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        state = str(client.get_run(run_id).state or "")
+        if state != last:
+            log.info("run %s: %s", run_id, state)
+            last = state
+        if state in TERMINAL:
+            return state
+        time.sleep(poll)
+    raise SubmitError(f"run {run_id} did not finish within {timeout:.0f} s (last state {last})")

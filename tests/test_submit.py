@@ -1,0 +1,98 @@
+"""`twinflow submit` against a contract-test double of the KFP v2beta1 API on
+127.0.0.1 (no KFP backend can run here): what the client sends is checked."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from components.config import Framework
+from pipelines.params import PipelineParams
+from pipelines.submit import SubmitError, submit
+from tests.kfp_fake_server import FakeKfp
+
+URI = "http://mlflow.twinflow.svc:5000"
+
+
+@pytest.fixture
+def kfp_api() -> Iterator[tuple[FakeKfp, str]]:
+    api = FakeKfp(token="s3cret")
+    base = api.start()
+    yield api, base
+    api.stop()
+
+
+def _run_request(api: FakeKfp) -> dict[str, Any]:
+    [run] = [r for r in api.requests if r.method == "POST" and r.path == "/apis/v2beta1/runs"]
+    return dict(run.body)
+
+
+def test_submit_sends_the_compiled_pipeline_with_tracking_env(
+        kfp_api: tuple[FakeKfp, str]) -> None:
+    api, base = kfp_api
+    result = submit(PipelineParams(framework=Framework.TENSORFLOW), URI, host=base,
+                    experiment="exp-a", token="s3cret", wait=True, poll=0.01)
+    assert result.succeeded and result.url == f"{base}/#/runs/details/{result.run_id}"
+    assert all(r.headers.get("authorization") == "Bearer s3cret" for r in api.requests)
+    body = _run_request(api)
+    spec = body["pipeline_spec"]
+    assert spec["root"]["inputDefinitions"]["parameters"]["framework"]["defaultValue"] == \
+        "tensorflow"
+    for executor in spec["deploymentSpec"]["executors"].values():
+        assert {"name": "MLFLOW_TRACKING_URI", "value": URI} in executor["container"]["env"]
+    [experiment] = api.experiments.values()
+    assert experiment["display_name"] == "exp-a"
+    assert body["experiment_id"] == experiment["experiment_id"]
+
+
+def test_wait_reports_a_failed_run(kfp_api: tuple[FakeKfp, str]) -> None:
+    api, base = kfp_api
+    api.states = ["PENDING", "RUNNING", "FAILED"]
+    result = submit(PipelineParams(), URI, host=base, token="s3cret", wait=True, poll=0.01)
+    assert result.state == "FAILED" and not result.succeeded
+
+
+def test_existing_experiment_is_reused(kfp_api: tuple[FakeKfp, str]) -> None:
+    api, base = kfp_api
+    for _ in range(2):
+        submit(PipelineParams(), URI, host=base, experiment="shared", token="s3cret")
+    assert len(api.experiments) == 1
+    assert len([r for r in api.requests if r.path == "/apis/v2beta1/runs"]) == 2
+
+
+def test_wrong_token_is_a_clear_error(kfp_api: tuple[FakeKfp, str]) -> None:
+    _, base = kfp_api
+    with pytest.raises(SubmitError, match=r"refused the credentials \(HTTP 401\)"):
+        submit(PipelineParams(), URI, host=base, token="wrong")
+
+
+def test_unreachable_endpoint_fails_fast() -> None:
+    start = time.perf_counter()
+    with pytest.raises(SubmitError, match=r"KFP endpoint http://127\.0\.0\.1:9 is unreachable"):
+        submit(PipelineParams(), URI, host="http://127.0.0.1:9")
+    assert time.perf_counter() - start < 30
+
+
+def test_missing_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KF_PIPELINES_ENDPOINT", raising=False)
+    with pytest.raises(SubmitError, match="no KFP endpoint: pass --host or set"):
+        submit(PipelineParams(), URI)
+
+
+def test_cli_submit_and_wait(kfp_api: tuple[FakeKfp, str]) -> None:
+    import subprocess
+    import sys
+
+    api, base = kfp_api
+    api.states = ["RUNNING", "FAILED"]
+    result = subprocess.run([sys.executable, "-m", "pipelines.cli", "submit", "--host", base,
+                             "--token", "s3cret", "--wait", "-f", "both"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "ended FAILED" in result.stderr.splitlines()[-1]
+    body = _run_request(api)
+    assert body["pipeline_spec"]["root"]["inputDefinitions"]["parameters"]["framework"][
+        "defaultValue"] == "both"
