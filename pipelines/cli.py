@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
@@ -17,6 +18,9 @@ from components.config import Framework, Precision, Priority
 from components.errors import TwinflowError, describe_validation_error
 from components.settings import get_settings
 from pipelines.params import PipelineParams
+
+if TYPE_CHECKING:
+    from pipelines.cluster import Step
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="One ML pipeline for PyTorch and TensorFlow on KFP, tracked in MLflow.")
@@ -243,6 +247,48 @@ def rollback(
         raise _fail(str(err)) from None
     Console().print(f"{model}: champion is now version {champion} "
                     f"(previous-champion: version {previous})")
+
+
+cluster_app = typer.Typer(help="A local kind cluster with KFP, Trainer and MLflow.",
+                          no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(cluster_app, name="cluster")
+
+
+@cluster_app.command("up")
+def cluster_up(
+    kserve: Annotated[bool, typer.Option(help="Also install KServe.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Print the commands, run nothing.")] = False,
+) -> None:
+    """Create the kind cluster, load the images, install KFP, Trainer and MLflow."""
+    from pipelines.cluster import up_plan, urls
+
+    _run_plan(up_plan(kserve), dry_run)
+    if not dry_run:
+        for name, url in urls().items():
+            Console(soft_wrap=True).print(f"{name}: {url}")
+
+
+@cluster_app.command("down")
+def cluster_down(
+    dry_run: Annotated[bool, typer.Option(help="Print the commands, run nothing.")] = False,
+) -> None:
+    """Delete the kind cluster."""
+    from pipelines.cluster import down_plan
+
+    _run_plan(down_plan(), dry_run)
+
+
+def _run_plan(plan: list[Step], dry_run: bool) -> None:
+    from pipelines.cluster import run
+
+    if dry_run:
+        for step in plan:
+            typer.echo(f"# {step.why}\n{shlex.join(step.argv)}")
+        return
+    try:
+        run(plan)
+    except TwinflowError as err:
+        raise _fail(str(err)) from None
 
 
 @app.command()
