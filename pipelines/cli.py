@@ -171,6 +171,7 @@ def submit(
     workers: int = 1,
     wait: Annotated[bool, typer.Option(help="Follow the run to its end.")] = False,
     timeout: float = 3600,
+    namespace: Annotated[str, typer.Option(help="Namespace of training jobs.")] = "twinflow",
 ) -> None:
     """Compile and submit the pipeline to a Kubeflow Pipelines endpoint."""
     from pipelines.submit import submit as submit_run
@@ -179,7 +180,7 @@ def submit(
                      workers=workers, experiment=experiment)
     try:
         result = submit_run(params, tracking_uri, host or None, experiment, token or None,
-                            wait=wait, timeout=timeout)
+                            wait=wait, timeout=timeout, namespace=namespace)
     except TwinflowError as err:
         raise _fail(str(err)) from None
     Console(soft_wrap=True).print(f"run {result.run_id}: {result.state} ({result.url})")

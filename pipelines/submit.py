@@ -58,8 +58,12 @@ def with_env(ir: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
 
 def submit(params: PipelineParams, tracking_uri: str, host: str | None = None,
            experiment: str = "twinflow", token: str | None = None, wait: bool = False,
-           timeout: float = 3600, poll: float = 5) -> SubmitResult:
-    """Compile with the tracking URI baked into the steps' env, submit, optionally wait."""
+           timeout: float = 3600, poll: float = 5, namespace: str = "twinflow") -> SubmitResult:
+    """Compile with the steps' environment baked in, submit, optionally wait.
+
+    The steps get the tracking URI, and train steps launch their distributed
+    jobs as cluster jobs in ``namespace`` (where the manifests' RBAC allows it).
+    """
     host = (host or os.environ.get(ENDPOINT_ENV, "")).rstrip("/")
     if not host:
         raise SubmitError(f"no KFP endpoint: pass --host or set {ENDPOINT_ENV}")
@@ -69,7 +73,9 @@ def submit(params: PipelineParams, tracking_uri: str, host: str | None = None,
 
     with tempfile.TemporaryDirectory() as tmp:
         package = compile_pipeline(Path(tmp) / "pipeline.yaml", params)
-        ir = with_env(yaml.safe_load(package.read_text()), {"MLFLOW_TRACKING_URI": tracking_uri})
+        env = {"MLFLOW_TRACKING_URI": tracking_uri, "TWINFLOW_TRAIN_BACKEND": "kubernetes",
+               "TWINFLOW_NAMESPACE": namespace}
+        ir = with_env(yaml.safe_load(package.read_text()), env)
         package.write_text(yaml.safe_dump(ir, sort_keys=False))
         client = kfp.Client(host=host, existing_token=token)
         run = client.create_run_from_pipeline_package(

@@ -42,7 +42,10 @@ def test_submit_sends_the_compiled_pipeline_with_tracking_env(
     assert spec["root"]["inputDefinitions"]["parameters"]["framework"]["defaultValue"] == \
         "tensorflow"
     for executor in spec["deploymentSpec"]["executors"].values():
-        assert {"name": "MLFLOW_TRACKING_URI", "value": URI} in executor["container"]["env"]
+        env = executor["container"]["env"]
+        assert {"name": "MLFLOW_TRACKING_URI", "value": URI} in env
+        assert {"name": "TWINFLOW_TRAIN_BACKEND", "value": "kubernetes"} in env
+        assert {"name": "TWINFLOW_NAMESPACE", "value": "twinflow"} in env
     [experiment] = api.experiments.values()
     assert experiment["display_name"] == "exp-a"
     assert body["experiment_id"] == experiment["experiment_id"]
