@@ -21,5 +21,5 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 # torch first and pinned: the CPU wheel; an unpinned torch pulls a CUDA build.
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
-.venv/bin/python -m pip install --quiet -e ".[torch,tensorflow,dev]"
+.venv/bin/python -m pip install --quiet -e ".[torch,tensorflow,serve,dev]"
 echo "$want" > "$stamp"
