@@ -1,0 +1,1 @@
+"""Exported model files (TorchScript, ONNX, SavedModel, TFLite) and their manifest."""
