@@ -3,6 +3,8 @@ pipeline's orchestration overhead against the same step functions called
 directly in one process, both measured in this run.
 
 Usage: .venv/bin/python bench/bench_pipeline.py [--repeats N]
+
+"cold" is the same run with TWINFLOW_WARM_STEPS=0 (a new interpreter per task).
 Prints a Markdown table (copy it into bench/RESULTS.md).
 """
 
@@ -20,21 +22,25 @@ ROOT = Path(__file__).resolve().parents[1]
 TASKS = 8  # start-run, ingest, transform, train, evaluate, compress, push, finish-run
 
 
-def _env(workdir: Path) -> dict[str, str]:
+def _env(workdir: Path, warm: bool = True) -> dict[str, str]:
     import os
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "TWINFLOW_"))}
     env["TWINFLOW_HOME"] = str(workdir / ".twinflow")
     env["PYTHONPATH"] = str(ROOT)
+    env["TWINFLOW_WARM_STEPS"] = "1" if warm else "0"
     return env
 
 
-def pipeline_seconds(framework: str) -> float:
-    """Wall time of `twinflow run -q` (a fresh store) as the user runs it."""
+def pipeline_seconds(framework: str, warm: bool = True) -> float:
+    """Wall time of `twinflow run -q` (a fresh store) as the user runs it.
+
+    ``warm=False`` starts every task in a cold interpreter (TWINFLOW_WARM_STEPS=0).
+    """
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "-q", "-f", framework],
-                       cwd=tmp, env=_env(Path(tmp)), check=True, capture_output=True)
+                       cwd=tmp, env=_env(Path(tmp), warm), check=True, capture_output=True)
         return time.perf_counter() - start
 
 
@@ -70,15 +76,18 @@ def main() -> None:
     if args.both:
         bake_off(args.repeats)
         return
-    print("| framework | `twinflow run` s (median) | in-process s (median) | ratio | "
-          "overhead s | overhead s/task |")
-    print("|---|---|---|---|---|---|")
+    print("| framework | `twinflow run` s | in-process s | ratio | overhead s/task | "
+          "cold-task `twinflow run` s | cold overhead s/task |")
+    print("|---|---|---|---|---|---|---|")
     for fw in args.frameworks:
-        pipe = statistics.median(pipeline_seconds(fw) for _ in range(args.repeats))
-        base = statistics.median(inprocess_seconds(fw) for _ in range(args.repeats))
-        over = pipe - base
-        print(f"| {fw} | {pipe:.1f} | {base:.1f} | {pipe / base:.2f}x | {over:.1f} | "
-              f"{over / TASKS:.2f} |", flush=True)
+        warm, cold, base = [], [], []
+        for _ in range(args.repeats):  # interleaved, medians
+            warm.append(pipeline_seconds(fw))
+            base.append(inprocess_seconds(fw))
+            cold.append(pipeline_seconds(fw, warm=False))
+        w, c, b = (statistics.median(v) for v in (warm, cold, base))
+        print(f"| {fw} | {w:.1f} | {b:.1f} | {w / b:.2f}x | {(w - b) / TASKS:.2f} | "
+              f"{c:.1f} | {(c - b) / TASKS:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

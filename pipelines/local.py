@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import tempfile
 import time
 import uuid
@@ -18,9 +19,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from components.config import Framework
 from components.settings import get_settings
 from components.tracking import ensure_reachable
 from pipelines.params import PipelineParams
+from pipelines.warm import warm_python
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +63,30 @@ def _execute(params: PipelineParams, home: Path) -> bool:
 
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False),
                    pipeline_root=str(home / "pipeline_root"), raise_on_error=True)
+    frameworks = [fw.value for fw in (Framework.TORCH, Framework.TENSORFLOW)
+                  if params.framework in (fw, Framework.BOTH)]
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), warm_python(frameworks) as python, \
+                _runner_python(python):
             warnings.simplefilter("ignore")  # image-name heuristics of the subprocess runner
             twinflow_pipeline(**params.as_arguments())
     except RuntimeError as err:
         log.debug("local pipeline failed: %s", err)
         return False
     return True
+
+
+@contextlib.contextmanager
+def _runner_python(python: str | None) -> Iterator[None]:
+    """Make the SubprocessRunner start tasks with ``python`` (it takes ``sys.executable``)."""
+    if python is None:
+        yield
+        return
+    real, sys.executable = sys.executable, python
+    try:
+        yield
+    finally:
+        sys.executable = real
 
 
 @contextlib.contextmanager
