@@ -172,6 +172,9 @@ def submit(
     wait: Annotated[bool, typer.Option(help="Follow the run to its end.")] = False,
     timeout: float = 3600,
     namespace: Annotated[str, typer.Option(help="Namespace of training jobs.")] = "twinflow",
+    credentials_secret: Annotated[str, typer.Option(
+        help="Secret with MLFLOW_TRACKING_USERNAME/PASSWORD for the steps ('' for none).")
+    ] = "mlflow-client-credentials",
 ) -> None:
     """Compile and submit the pipeline to a Kubeflow Pipelines endpoint."""
     from pipelines.submit import submit as submit_run
@@ -180,7 +183,8 @@ def submit(
                      workers=workers, experiment=experiment)
     try:
         result = submit_run(params, tracking_uri, host or None, experiment, token or None,
-                            wait=wait, timeout=timeout, namespace=namespace)
+                            wait=wait, timeout=timeout, namespace=namespace,
+                            credentials_secret=credentials_secret)
     except TwinflowError as err:
         raise _fail(str(err)) from None
     Console(soft_wrap=True).print(f"run {result.run_id}: {result.state} ({result.url})")

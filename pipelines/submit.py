@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 ENDPOINT_ENV = "KF_PIPELINES_ENDPOINT"
 TOKEN_ENV = "KF_PIPELINES_TOKEN"
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELED", "SKIPPED"}
+# The Secret of manifests/overlays/cluster (MLflow basic-auth) the steps log in with.
+CREDENTIALS_SECRET = "mlflow-client-credentials"
+CREDENTIAL_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 
 
 class SubmitError(TwinflowError):
@@ -56,13 +59,36 @@ def with_env(ir: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
     return ir
 
 
+def secret_env_platform(ir: dict[str, Any], secret: str,
+                        keys: tuple[str, ...] = CREDENTIAL_KEYS) -> dict[str, Any]:
+    """The KFP platform spec giving every executor ``keys`` of Secret ``secret`` as env.
+
+    Built with kfp-kubernetes' own schema (what ``kubernetes.use_secret_as_env``
+    writes), ``optional`` so that a cluster without MLflow auth (the kind overlay)
+    runs the same package.
+    """
+    from google.protobuf import json_format
+    from kfp.kubernetes import kubernetes_executor_config_pb2 as pb
+    from kfp.kubernetes.common import parse_k8s_parameter_input
+
+    entry = pb.SecretAsEnv(secret_name=secret, optional=True, key_to_env=[
+        pb.SecretAsEnv.SecretKeyToEnvMap(secret_key=k, env_var=k) for k in keys])
+    entry.secret_name_parameter.CopyFrom(parse_k8s_parameter_input(secret, task=None))
+    config = json_format.MessageToDict(pb.KubernetesExecutorConfig(secret_as_env=[entry]))
+    executors = {name: config for name in ir["deploymentSpec"]["executors"]}
+    return {"platforms": {"kubernetes": {"deploymentSpec": {"executors": executors}}}}
+
+
 def submit(params: PipelineParams, tracking_uri: str, host: str | None = None,
            experiment: str = "twinflow", token: str | None = None, wait: bool = False,
-           timeout: float = 3600, poll: float = 5, namespace: str = "twinflow") -> SubmitResult:
+           timeout: float = 3600, poll: float = 5, namespace: str = "twinflow",
+           credentials_secret: str = CREDENTIALS_SECRET) -> SubmitResult:
     """Compile with the steps' environment baked in, submit, optionally wait.
 
-    The steps get the tracking URI, and train steps launch their distributed
-    jobs as cluster jobs in ``namespace`` (where the manifests' RBAC allows it).
+    The steps get the tracking URI, MLflow credentials from ``credentials_secret``
+    (when that Secret exists in the pods' namespace; '' for none), and train
+    steps launch their distributed jobs as cluster jobs in ``namespace`` (where
+    the manifests' RBAC allows it).
     """
     host = (host or os.environ.get(ENDPOINT_ENV, "")).rstrip("/")
     if not host:
@@ -76,7 +102,8 @@ def submit(params: PipelineParams, tracking_uri: str, host: str | None = None,
         env = {"MLFLOW_TRACKING_URI": tracking_uri, "TWINFLOW_TRAIN_BACKEND": "kubernetes",
                "TWINFLOW_NAMESPACE": namespace}
         ir = with_env(yaml.safe_load(package.read_text()), env)
-        package.write_text(yaml.safe_dump(ir, sort_keys=False))
+        docs = [ir, secret_env_platform(ir, credentials_secret)] if credentials_secret else [ir]
+        package.write_text(yaml.safe_dump_all(docs, sort_keys=False))
         client = kfp.Client(host=host, existing_token=token)
         run = client.create_run_from_pipeline_package(
             str(package), arguments={}, experiment_name=experiment,

@@ -38,7 +38,8 @@ def test_submit_sends_the_compiled_pipeline_with_tracking_env(
     assert result.succeeded and result.url == f"{base}/#/runs/details/{result.run_id}"
     assert all(r.headers.get("authorization") == "Bearer s3cret" for r in api.requests)
     body = _run_request(api)
-    spec = body["pipeline_spec"]
+    spec, platform = (body["pipeline_spec"]["pipeline_spec"],
+                      body["pipeline_spec"]["platform_spec"])
     assert spec["root"]["inputDefinitions"]["parameters"]["framework"]["defaultValue"] == \
         "tensorflow"
     for executor in spec["deploymentSpec"]["executors"].values():
@@ -46,6 +47,14 @@ def test_submit_sends_the_compiled_pipeline_with_tracking_env(
         assert {"name": "MLFLOW_TRACKING_URI", "value": URI} in env
         assert {"name": "TWINFLOW_TRAIN_BACKEND", "value": "kubernetes"} in env
         assert {"name": "TWINFLOW_NAMESPACE", "value": "twinflow"} in env
+    # MLflow credentials from the cluster overlay's Secret, optional (kind has no auth).
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(executors) == set(spec["deploymentSpec"]["executors"])
+    for config in executors.values():
+        [secret] = config["secretAsEnv"]
+        assert secret["secretName"] == "mlflow-client-credentials" and secret["optional"]
+        assert {m["envVar"] for m in secret["keyToEnv"]} == {"MLFLOW_TRACKING_USERNAME",
+                                                             "MLFLOW_TRACKING_PASSWORD"}
     [experiment] = api.experiments.values()
     assert experiment["display_name"] == "exp-a"
     assert body["experiment_id"] == experiment["experiment_id"]
@@ -97,5 +106,5 @@ def test_cli_submit_and_wait(kfp_api: tuple[FakeKfp, str]) -> None:
     assert result.returncode == 1
     assert "ended FAILED" in result.stderr.splitlines()[-1]
     body = _run_request(api)
-    assert body["pipeline_spec"]["root"]["inputDefinitions"]["parameters"]["framework"][
-        "defaultValue"] == "both"
+    root = body["pipeline_spec"]["pipeline_spec"]["root"]
+    assert root["inputDefinitions"]["parameters"]["framework"]["defaultValue"] == "both"
