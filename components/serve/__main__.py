@@ -11,7 +11,8 @@ from components.errors import TwinflowError
 from components.serve.server import DEFAULT_HOST, DEFAULT_PORT, ServeOptions, serve
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The entrypoint's flags; the InferenceService's container args must parse with it."""
     parser = argparse.ArgumentParser(prog="python -m components.serve", allow_abbrev=False,
                                      description="Serve an exports directory with KServe.")
     source = parser.add_mutually_exclusive_group()
@@ -24,7 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default=os.environ.get("HOST", DEFAULT_HOST))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", DEFAULT_PORT)))
     parser.add_argument("--workers", type=int, default=1)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve until interrupted; 1 with a one-line message on bad input."""
+    args = build_parser().parse_args(argv)
     try:
         serve(ServeOptions(model_dir=args.model_dir, model=args.model, export=args.export,
                            name=args.name, host=args.host, port=args.port,
