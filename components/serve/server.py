@@ -9,6 +9,7 @@ per-request latency logging are turned off in every worker.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -90,6 +91,23 @@ def _patient_liveness(multi: Any, timeout: float = PING_TIMEOUT) -> None:
     multi.keep_subprocess_alive = keep_alive
 
 
+def _use_uvloop() -> None:
+    """Run the single-process server on uvloop.
+
+    KServe's ``start`` runs its REST server under ``asyncio.run``, so uvicorn's own
+    loop choice never applies to it (workers it spawns do pick uvloop): without this
+    the one-worker server runs on the slower default asyncio loop. KServe's
+    ``setup_event_loop`` then asks for the current loop, which uvloop's policy only
+    hands out once one is set, so a fresh one is set here.
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    asyncio.set_event_loop(asyncio.new_event_loop())
+
+
 def serve(options: ServeOptions) -> None:
     """Load the model and serve it until interrupted (blocks)."""
     from kserve import ModelServer, model_server
@@ -105,6 +123,7 @@ def serve(options: ServeOptions) -> None:
                 rest.config.host = options.host
             if multi is not None:
                 _patient_liveness(multi)
+            _use_uvloop()
             super().setup_event_loop()
 
     model = build_model(options)
