@@ -3,14 +3,15 @@ with the serving image's args accepted by the server's own entrypoint."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from components.errors import ConfigError
+from components.errors import ConfigError, DataError
 from components.export.manifest import ExportEntry, ExportFormat, ExportManifest
-from components.push.serving import inference_service
+from components.push.serving import inference_service, pushed_inference_service
 from components.serve.__main__ import build_parser
 from tests.conftest import SHARED
 
@@ -124,3 +125,28 @@ def test_without_exports_the_mlflow_model_is_served(schema: Any) -> None:
     isvc = inference_service("m", "1", "models:/m/1", "ns")
     validate(isvc, schema)
     assert isvc["spec"]["predictor"]["model"]["modelFormat"] == {"name": "mlflow"}
+
+
+def test_pushed_service_points_at_the_versions_exports(store: str, tmp_path: Path) -> None:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    ALL.save(tmp_path)
+    with mlflow.start_run() as run:
+        mlflow.log_artifacts(str(tmp_path), artifact_path="exports")
+    client = MlflowClient()
+    client.create_registered_model("pushed-isvc")
+    version = client.create_model_version("pushed-isvc", f"runs:/{run.info.run_id}/exports",
+                                          run_id=run.info.run_id).version
+    isvc = pushed_inference_service("pushed-isvc", str(version), "ns", ALL,
+                                    canary_traffic_percent=20)
+    (container,) = isvc["spec"]["predictor"]["containers"]
+    (uri,) = [e["value"] for e in container["env"] if e["name"] == "STORAGE_URI"]
+    assert uri == f"{run.info.artifact_uri}/exports"
+    # What the storage initializer would fetch from there is the exports directory.
+    fetched = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri,
+                                                       dst_path=str(tmp_path / "got")))
+    assert ExportManifest.model_validate_json((fetched / "export.json").read_text()) == ALL
+    assert isvc["spec"]["predictor"]["canaryTrafficPercent"] == 20
+    with pytest.raises(DataError, match="pushed-isvc version 99: not in the registry"):
+        pushed_inference_service("pushed-isvc", "99", "ns", ALL)

@@ -26,7 +26,7 @@ import re
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
-from components.errors import ConfigError
+from components.errors import ConfigError, DataError
 from components.export.manifest import ExportFormat, ExportManifest
 from components.images import image
 
@@ -115,3 +115,35 @@ def _builtin(exports: ExportManifest, export: str, storage_uri: str) -> dict[str
                           "storageUri": base if parent == "." else f"{base}/{parent}"}}
     raise ConfigError(f"export {export!r}: KServe has no built-in runtime for "
                       f"{entry.format.value}; use the custom predictor (the serving image)")
+
+
+def exports_storage_uri(model_name: str, version: str) -> str:
+    """Where the ``exports/`` artifacts of a registered version's run live.
+
+    This is what the custom predictor's storage initializer downloads; push logs
+    the exports directory there (see components.export.manifest).
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from components.export.manifest import EXPORTS_ARTIFACT_PATH
+
+    client = MlflowClient()
+    try:
+        found = client.get_model_version(model_name, version)
+    except MlflowException as err:
+        raise DataError(f"{model_name} version {version}: not in the registry "
+                        f"({err.message})") from None
+    if not found.run_id:
+        raise ConfigError(f"{model_name} version {version} has no run holding its exports")
+    base = str(client.get_run(found.run_id).info.artifact_uri).rstrip("/")
+    return f"{base}/{EXPORTS_ARTIFACT_PATH}"
+
+
+def pushed_inference_service(model_name: str, version: str, namespace: str,
+                             exports: ExportManifest, *, predictor: Predictor = "custom",
+                             canary_traffic_percent: int | None = None) -> dict[str, Any]:
+    """The InferenceService push writes for a version registered with its exports."""
+    return inference_service(model_name, version, exports_storage_uri(model_name, version),
+                             namespace, exports, predictor=predictor,
+                             canary_traffic_percent=canary_traffic_percent)
