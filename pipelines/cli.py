@@ -18,6 +18,7 @@ from components.config import Framework, Precision, Priority
 from components.errors import TwinflowError, describe_validation_error
 from components.settings import get_settings
 from pipelines.params import PipelineParams
+from pipelines.serve_cmd import serve as serve_cmd
 
 if TYPE_CHECKING:
     from pipelines.cluster import Step
@@ -316,6 +317,8 @@ def ui(
            "--host", host, "--port", str(port), "--workers", "1"]
     raise typer.Exit(subprocess.call(cmd, env=env))
 
+
+app.command("serve")(serve_cmd)
 
 if __name__ == "__main__":
     app()

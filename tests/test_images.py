@@ -5,6 +5,7 @@ pins of pyproject.toml."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -128,12 +129,15 @@ def test_torch_images_pin_torch_from_the_cpu_index() -> None:
         assert ("ARG", "TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu") in instructions(name)
 
 
-def test_serving_installs_kserve_and_onnxruntime_and_serves_model_uri() -> None:
+def test_serving_installs_kserve_and_onnxruntime_and_runs_the_kserve_server() -> None:
     assert '"kserve==0.21.0"' in runs("serving")
     assert '"onnxruntime==' in runs("serving")
     entrypoint = [arg for op, arg in final_stage("serving") if op == "ENTRYPOINT"]
-    assert entrypoint and "mlflow models serve --env-manager local" in entrypoint[-1]
-    assert "MODEL_URI" in entrypoint[-1]
+    assert entrypoint and json.loads(entrypoint[-1]) == ["python", "-m", "components.serve"]
+    assert (REPO / "components" / "serve" / "__main__.py").is_file()
+    env = " ".join(arg for op, arg in final_stage("serving") if op == "ENV")
+    # The KServe storage initializer's mount, and the pod address (not only loopback).
+    assert "MODEL_DIR=/mnt/models" in env and "HOST=0.0.0.0" in env
 
 
 def test_base_image_steps_never_import_a_framework() -> None:

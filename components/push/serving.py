@@ -1,9 +1,38 @@
-"""The KServe InferenceService a pushed model is served with."""
+"""The KServe InferenceService a pushed model is served with.
+
+Three predictors:
+
+- ``custom`` (default with an exports directory): the project's serving image
+  (``python -m components.serve``) as the ``kserve-container``. KServe's
+  storage initializer downloads ``STORAGE_URI`` (the version's ``exports/``
+  artifacts) to ``/mnt/models``; the server answers V1 and V2 with class
+  probabilities, the same for every export format.
+- ``builtin``: KServe's own runtime for the export's format where one exists:
+  ONNX (``modelFormat: onnx``, V2, needs ``model.onnx`` at the top of the
+  exports directory) and SavedModel (``modelFormat: tensorflow``, TF Serving,
+  needs a numeric version directory such as ``savedmodel/1``). KServe has no
+  runtime for TFLite or a bare TorchScript file. These answer the raw model
+  outputs (logits), not probabilities.
+- ``mlflow`` (without an exports directory): the MLflow model at
+  ``storage_uri`` on KServe's MLflow runtime (V2).
+
+``canary_traffic_percent`` sends that share of traffic to the new revision
+while the previous one keeps the rest (KServe's canary rollout).
+"""
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from pathlib import PurePosixPath
+from typing import Any, Literal
+
+from components.errors import ConfigError, DataError
+from components.export.manifest import ExportFormat, ExportManifest
+from components.images import image
+
+Predictor = Literal["custom", "builtin"]
+MODEL_MOUNT = "/mnt/models"  # where KServe's storage initializer puts STORAGE_URI
+SERVING_PORT = 8080
 
 
 def service_name(model_name: str) -> str:
@@ -12,26 +41,109 @@ def service_name(model_name: str) -> str:
     return (name or "model")[:63].rstrip("-")
 
 
-def inference_service(model_name: str, version: str, storage_uri: str,
-                      namespace: str) -> dict[str, Any]:
-    """An InferenceService serving the MLflow model at ``storage_uri`` (V2 protocol)."""
+def inference_service(model_name: str, version: str, storage_uri: str, namespace: str,
+                      exports: ExportManifest | None = None, *, export: str | None = None,
+                      predictor: Predictor = "custom",
+                      canary_traffic_percent: int | None = None) -> dict[str, Any]:
+    """An InferenceService for ``model_name`` version ``version``.
+
+    With ``exports`` (the manifest of the exports directory at ``storage_uri``)
+    it serves entry ``export`` (default: the preferred one) with ``predictor``;
+    without, ``storage_uri`` is an MLflow model served by KServe's MLflow runtime.
+    """
+    name = service_name(model_name)
+    annotations = {"twinflow.io/registered-model": model_name,
+                   "twinflow.io/model-version": str(version)}
+    if exports is None:
+        spec: dict[str, Any] = {"model": {"modelFormat": {"name": "mlflow"},
+                                          "protocolVersion": "v2", "storageUri": storage_uri}}
+    else:
+        key = export or exports.preferred
+        if key not in exports.entries:
+            raise ConfigError(f"export {key!r} is not one of {sorted(exports.entries)}")
+        annotations["twinflow.io/export"] = key
+        spec = (_builtin(exports, key, storage_uri) if predictor == "builtin"
+                else _custom(name, key, storage_uri))
+    if canary_traffic_percent is not None:
+        if not 0 <= canary_traffic_percent <= 100:
+            raise ConfigError(f"canary traffic percent must be 0-100, got "
+                              f"{canary_traffic_percent}")
+        spec["canaryTrafficPercent"] = canary_traffic_percent
     return {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
-        "metadata": {
-            "name": service_name(model_name),
-            "namespace": namespace,
-            "labels": {"app.kubernetes.io/part-of": "twinflow"},
-            "annotations": {"twinflow.io/registered-model": model_name,
-                            "twinflow.io/model-version": str(version)},
-        },
-        "spec": {
-            "predictor": {
-                "model": {
-                    "modelFormat": {"name": "mlflow"},
-                    "protocolVersion": "v2",
-                    "storageUri": storage_uri,
-                },
-            },
-        },
+        "metadata": {"name": name, "namespace": namespace,
+                     "labels": {"app.kubernetes.io/part-of": "twinflow"},
+                     "annotations": annotations},
+        "spec": {"predictor": spec},
     }
+
+
+def _custom(name: str, export: str, storage_uri: str) -> dict[str, Any]:
+    """The serving image as the predictor container, fed by the storage initializer."""
+    return {"containers": [{
+        "name": "kserve-container",  # the name KServe injects the storage initializer for
+        "image": image("serving"),
+        "args": ["--model-dir", MODEL_MOUNT, "--export", export, "--name", name,
+                 "--host", "0.0.0.0", "--port", str(SERVING_PORT)],
+        "env": [{"name": "STORAGE_URI", "value": storage_uri}],
+        "ports": [{"containerPort": SERVING_PORT, "protocol": "TCP"}],
+        "readinessProbe": {"httpGet": {"path": f"/v2/models/{name}/ready",
+                                       "port": SERVING_PORT}},
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000,
+                            "allowPrivilegeEscalation": False},
+    }]}
+
+
+def _builtin(exports: ExportManifest, export: str, storage_uri: str) -> dict[str, Any]:
+    """KServe's own runtime for the entry's format, pointed at the directory it expects."""
+    entry = exports.entries[export]
+    path = PurePosixPath(entry.path)
+    base = storage_uri.rstrip("/")
+    if entry.format == ExportFormat.ONNX:
+        if str(path) != "model.onnx":
+            raise ConfigError(f"export {export!r}: KServe's ONNX runtime loads model.onnx at "
+                              f"the top of the storage URI, not {entry.path}")
+        return {"model": {"modelFormat": {"name": "onnx"}, "protocolVersion": "v2",
+                          "storageUri": base}}
+    if entry.format == ExportFormat.SAVEDMODEL:
+        if not path.name.isdigit():
+            raise ConfigError(f"export {export!r}: TF Serving needs the SavedModel in a "
+                              f"numeric version directory (e.g. savedmodel/1), not {entry.path}")
+        parent = str(path.parent)
+        return {"model": {"modelFormat": {"name": "tensorflow"},
+                          "storageUri": base if parent == "." else f"{base}/{parent}"}}
+    raise ConfigError(f"export {export!r}: KServe has no built-in runtime for "
+                      f"{entry.format.value}; use the custom predictor (the serving image)")
+
+
+def exports_storage_uri(model_name: str, version: str) -> str:
+    """Where the ``exports/`` artifacts of a registered version's run live.
+
+    This is what the custom predictor's storage initializer downloads; push logs
+    the exports directory there (see components.export.manifest).
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from components.export.manifest import EXPORTS_ARTIFACT_PATH
+
+    client = MlflowClient()
+    try:
+        found = client.get_model_version(model_name, version)
+    except MlflowException as err:
+        raise DataError(f"{model_name} version {version}: not in the registry "
+                        f"({err.message})") from None
+    if not found.run_id:
+        raise ConfigError(f"{model_name} version {version} has no run holding its exports")
+    base = str(client.get_run(found.run_id).info.artifact_uri).rstrip("/")
+    return f"{base}/{EXPORTS_ARTIFACT_PATH}"
+
+
+def pushed_inference_service(model_name: str, version: str, namespace: str,
+                             exports: ExportManifest, *, predictor: Predictor = "custom",
+                             canary_traffic_percent: int | None = None) -> dict[str, Any]:
+    """The InferenceService push writes for a version registered with its exports."""
+    return inference_service(model_name, version, exports_storage_uri(model_name, version),
+                             namespace, exports, predictor=predictor,
+                             canary_traffic_percent=canary_traffic_percent)

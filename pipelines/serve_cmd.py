@@ -1,0 +1,57 @@
+"""`twinflow serve`: the KServe model server on this machine (127.0.0.1 only)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from components.config import Framework, model_name_for
+from components.errors import TwinflowError
+from components.settings import get_settings
+
+
+def serve(
+    model: Annotated[str, typer.Option(
+        help="Registered model NAME[@alias] (alias default: champion) or NAME/VERSION; "
+             "default: the digits model of --framework.")] = "",
+    model_dir: Annotated[Path | None, typer.Option(
+        "--model-dir", help="Serve a local exports directory instead of the registry.")] = None,
+    framework: Annotated[Framework, typer.Option(
+        "--framework", "-f", help="Which default model when --model is not given.")
+                         ] = Framework.TORCH,
+    export: Annotated[str, typer.Option(
+        help="Entry of export.json to serve (default: its preferred entry).")] = "",
+    name: Annotated[str, typer.Option(help="Model name in the URLs (default: registered name).")
+                    ] = "",
+    port: int = 8080,
+    workers: Annotated[int, typer.Option(help="Server processes.")] = 1,
+    tracking_uri: Annotated[str, typer.Option(
+        "--tracking-uri", envvar="MLFLOW_TRACKING_URI",
+        help="MLflow tracking URI (default: SQLite store in .twinflow/).")] = "",
+) -> None:
+    """Serve a model with KServe (V1 and V2 REST APIs) on 127.0.0.1 until Ctrl+C."""
+    from components.serve.server import ServeOptions
+    from components.serve.server import serve as run_server
+
+    if model_dir is not None and model:
+        typer.echo("twinflow: error: give --model or --model-dir, not both", err=True)
+        raise typer.Exit(code=1)
+    if model_dir is None and not model and framework == Framework.BOTH:
+        typer.echo("twinflow: error: --framework both: pick torch or tensorflow, or --model",
+                   err=True)
+        raise typer.Exit(code=1)
+    if model_dir is None:
+        model = model or model_name_for("", "digits", framework)
+        os.environ["MLFLOW_TRACKING_URI"] = (tracking_uri
+                                             or get_settings().resolved_tracking_uri())
+    options = ServeOptions(model_dir=model_dir, model=None if model_dir else model,
+                           export=export or None, name=name or None, port=port,
+                           workers=workers)
+    try:
+        run_server(options)
+    except TwinflowError as err:
+        typer.echo(f"twinflow: error: {err}", err=True)
+        raise typer.Exit(code=1) from None
