@@ -35,10 +35,13 @@ def _pipeline_runs(client: MlflowClient) -> list[Run]:
 
 
 def _kfp_evaluate_outputs(workdir: Path) -> list[dict[str, dict]]:
-    """Metadata of the evaluate task's KFP artifacts, per pipeline run, oldest first."""
+    """Metadata of the evaluate task's KFP artifacts, per pipeline run, oldest first.
+
+    Task folders are named by KFP: ``evaluate`` in the first branch, ``evaluate-2`` ...
+    """
     root = workdir / ".twinflow" / "pipeline_root"
     outputs = []
-    for path in sorted(root.glob("*/evaluate/executor_output.json")):
+    for path in sorted(root.glob("*/evaluate*/executor_output.json")):
         artifacts = json.loads(path.read_text())["artifacts"]
         outputs.append({k: v["artifacts"][0]["metadata"] for k, v in artifacts.items()})
     return outputs

@@ -1,21 +1,41 @@
 """Evaluate: test-split metrics, curves, slices, and the blessing verdict.
 
 Metrics come from ``mlflow.models.evaluate`` (MLflow's default classifier
-evaluator) over the test split with the model's predictions. It was chosen over
-TensorFlow Model Analysis because it is framework-neutral (a PyTorch step must
-not import TensorFlow, which TFMA needs, nor run a Beam job), it is already in
-the stack, it records the evaluated data set as a run input (lineage) and logs
-a standard metric set, a confusion matrix and a per-class table that the MLflow
-UI knows. Its curves need ``predict_proba`` on the model, which it only finds on
-sklearn-style models, so ROC / PR come from scikit-learn (:mod:`.curves`).
-The project's own metric names (``test_accuracy``, ``test_f1_macro``,
-``f1_<class>`` ...; push and compare read them) come from scikit-learn too.
+evaluator) over the test split with the model's predictions.
+
+Why mlflow.models.evaluate rather than TensorFlow Model Analysis (which installs
+here, 0.52):
+
+* Framework-neutral. TFMA imports TensorFlow and runs its evaluation as an
+  Apache Beam job; a PyTorch step must not import TensorFlow (the step-torch
+  image does not carry it), and TFMA loads only TensorFlow models, so PyTorch
+  would go through its model-less path (a precomputed prediction column) while
+  Keras went through another. MLflow evaluates a static data set with a
+  predictions column, one path for both frameworks.
+* Already in the stack, and writes where the results are read: the metrics, the
+  evaluated data set as the run's input (lineage), a confusion matrix and a
+  per-class table land in the step's MLflow run, which the UI, compare, push and
+  the run summary read. TFMA writes its own protobuf results for a notebook
+  viewer that nothing else here reads.
+* Cost: no Beam pipeline start-up per evaluation (seconds on this 2-core
+  machine), which matters since the champion is evaluated too.
+* Regression uses the same call with ``model_type="regressor"``
+  (:mod:`.regression`).
+
+TFMA's strength, sliced metrics computed in Beam over big data, is not needed for
+a test split that fits in memory; slices are done here with pandas/sklearn
+(:mod:`.slices`). MLflow draws ROC / PR curves only when it can call
+``predict_proba`` on the model, which it finds on sklearn-style models alone, so
+they come from scikit-learn (:mod:`.curves`). The project's own metric names
+(``test_accuracy``, ``test_f1_macro``, ``f1_<class>`` ...; push and compare read
+them) come from scikit-learn too.
 
 The registered champion is scored on the same split in the same step
 (:mod:`.champion`) and the gate (:mod:`.gate`) compares the two; the verdict and
 its reason are logged as tags and as ``verdict.json``, so a skipped push
-explains itself. Regression metrics (``model_type="regressor"``) are not wired:
-the pipeline trains classifiers only.
+explains itself. The pipeline trains classifiers only, so :func:`run_evaluate` is
+the classifier path; :func:`.regression.regression_metrics` is ready for a
+regression head but no step calls it yet.
 """
 
 from __future__ import annotations
