@@ -95,6 +95,24 @@ class EvaluateConfig(_Config):
         default=0.0, ge=0.0, le=1.0,
         description="Blessed if accuracy >= champion accuracy - tolerance.",
     )
+    min_f1_macro: float = Field(default=0.0, ge=0.0, le=1.0, description="0 = no F1 floor.")
+    min_improvement: float = Field(
+        default=0.0, ge=0.0, le=1.0,
+        description="Blessed only if accuracy >= champion accuracy + this; 0 = not required.",
+    )
+    slice_feature: str = Field(default="", description="Column to slice metrics by; '' = none.")
+    slice_bins: int = Field(default=4, ge=2, le=20,
+                            description="Quantile bins for a numeric slice column.")
+    roc_class: str = Field(default="", description="Class of the one-vs-rest ROC curve of the "
+                                                   "KFP output; '' = the last (binary: positive).")
+    champion_alias: str = "champion"
+
+    @model_validator(mode="after")
+    def _one_relative_rule(self) -> EvaluateConfig:
+        if self.tolerance > 0 and self.min_improvement > 0:
+            raise ValueError("set either tolerance (may be worse than the champion) or "
+                             "min_improvement (must beat it), not both")
+        return self
 
 
 class CompressConfig(_Config):

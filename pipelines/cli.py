@@ -64,7 +64,15 @@ def run(
     test_fraction: float = 0.15,
     model_name: Annotated[str, typer.Option(help="Registered model name.")] = "",
     min_accuracy: float = 0.5,
-    tolerance: float = 0.0,
+    tolerance: Annotated[float, typer.Option(
+        help="Blessed if accuracy >= champion's - tolerance.")] = 0.0,
+    min_f1_macro: Annotated[float, typer.Option(help="Macro-F1 floor; 0 = none.")] = 0.0,
+    min_improvement: Annotated[float, typer.Option(
+        help="Blessed only if accuracy >= champion's + this.")] = 0.0,
+    slice_feature: Annotated[str, typer.Option(
+        help="Column of --data to slice test metrics by.")] = "",
+    roc_class: Annotated[str, typer.Option(
+        help="Class of the KFP ROC curve (default: the last).")] = "",
     prefer: Annotated[Priority, typer.Option(
         help="With --framework both: what the recommendation optimises.")] = Priority.ACCURACY,
     experiment: str = "twinflow",
@@ -81,6 +89,8 @@ def run(
                      checkpoint_root=str(_checkpoint_root(experiment, data)),
                      val_fraction=val_fraction, test_fraction=test_fraction,
                      model_name=model_name, min_accuracy=min_accuracy, tolerance=tolerance,
+                     min_f1_macro=min_f1_macro, min_improvement=min_improvement,
+                     slice_feature=slice_feature, roc_class=roc_class,
                      prefer=prefer, experiment=experiment)
     uri = tracking_uri or get_settings().resolved_tracking_uri()
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from components.config import Framework, Precision, Priority
 
@@ -32,10 +32,20 @@ class PipelineParams(BaseModel):
     model_name: str = ""
     min_accuracy: float = Field(default=0.5, ge=0, le=1)
     tolerance: float = Field(default=0.0, ge=0, le=1)
+    min_f1_macro: float = Field(default=0.0, ge=0, le=1)
+    min_improvement: float = Field(default=0.0, ge=0, le=1)
+    slice_feature: str = Field(default="", description="Raw column to slice test metrics by")
+    roc_class: str = Field(default="", description="Class of the KFP ROC curve; '' = last")
     experiment: str = "twinflow"
     namespace: str = "default"
     prefer: Priority = Priority.ACCURACY
     run_key: str = ""
+
+    @model_validator(mode="after")
+    def _one_relative_rule(self) -> PipelineParams:
+        if self.tolerance > 0 and self.min_improvement > 0:
+            raise ValueError("set either tolerance or min_improvement, not both")
+        return self
 
     def as_arguments(self) -> dict[str, Any]:
         """Keyword arguments for the pipeline function (plain JSON values)."""

@@ -26,6 +26,10 @@ TRAIN_PARAMS = ("epochs", "batch_size", "learning_rate", "seed", "workers", "pre
                 "resume", "checkpoint_root", "gpus_per_worker", "cluster_options")
 
 
+EVALUATE_PARAMS = ("model_name", "min_accuracy", "tolerance", "min_f1_macro", "min_improvement",
+                   "slice_feature", "roc_class")
+
+
 def _framework_tail(fw: str, parent: Any, data: Any, p: dict[str, Any]) -> list[Any]:
     """train -> evaluate -> compress -> push (only when blessed) for one framework.
 
@@ -35,9 +39,9 @@ def _framework_tail(fw: str, parent: Any, data: Any, p: dict[str, Any]) -> list[
     train = train_ops[fw](parent_run_id=parent, framework=fw, data=data,
                           **{k: p[k] for k in TRAIN_PARAMS}).set_display_name(f"train-{fw}")
     model = train.outputs["model"]
-    evaluate = evaluate_ops[fw](parent_run_id=parent, framework=fw, model_name=p["model_name"],
-                                min_accuracy=p["min_accuracy"], tolerance=p["tolerance"],
-                                data=data, model=model).set_display_name(f"evaluate-{fw}")
+    evaluate = evaluate_ops[fw](parent_run_id=parent, framework=fw, data=data, raw=p["raw"],
+                                model=model, **{k: p[k] for k in EVALUATE_PARAMS}
+                                ).set_display_name(f"evaluate-{fw}")
     compress = compress_ops[fw](parent_run_id=parent, framework=fw, data=data,
                                 model=model).set_display_name(f"compress-{fw}")
     with dsl.If(evaluate.outputs["Output"] == True, name=f"blessed-{fw}"):  # noqa: E712
@@ -69,6 +73,10 @@ def twinflow_pipeline(
     model_name: str = "",
     min_accuracy: float = 0.5,
     tolerance: float = 0.0,
+    min_f1_macro: float = 0.0,
+    min_improvement: float = 0.0,
+    slice_feature: str = "",
+    roc_class: str = "",
     experiment: str = "twinflow",
     namespace: str = "default",
     prefer: str = "accuracy",
@@ -91,7 +99,10 @@ def twinflow_pipeline(
                  workers=workers, precision=precision, resume=resume,
                  checkpoint_root=checkpoint_root, gpus_per_worker=gpus_per_worker,
                  cluster_options=cluster_options, model_name=model_name,
-                 min_accuracy=min_accuracy, tolerance=tolerance, namespace=namespace)
+                 min_accuracy=min_accuracy, tolerance=tolerance, namespace=namespace,
+                 min_f1_macro=min_f1_macro, min_improvement=min_improvement,
+                 slice_feature=slice_feature, roc_class=roc_class,
+                 raw=ingest.outputs["dataset"])
         with dsl.If(framework == "torch", name="torch-only"):
             _framework_tail("torch", parent, data, p)
         with dsl.If(framework == "tensorflow", name="tensorflow-only"):

@@ -93,3 +93,10 @@ def test_rollback_of_unknown_model_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert _last_error(result) == ("twinflow: error: model 'nope' has no 'champion' and "
                                    "'previous-champion' pair to roll back")
+
+
+def test_conflicting_champion_rules_are_refused(tmp_path: Path) -> None:
+    result = _twinflow(tmp_path, "run", "--tolerance", "0.02", "--min-improvement", "0.01")
+    assert result.returncode == 1
+    assert "set either tolerance or min_improvement, not both" in result.stderr
+    assert not (tmp_path / ".twinflow" / "mlflow.db").exists()  # refused before any run

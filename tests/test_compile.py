@@ -29,3 +29,23 @@ def test_compile_writes_ir_with_framework_default_and_images(tmp_path: Path) -> 
     tasks = ir["root"]["dag"]["tasks"]
     assert "exit-handler-1" in tasks or any("exit" in t for t in tasks)
     assert tasks["finish-run"]["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+
+
+def test_evaluate_options_and_kfp_metrics_outputs_in_ir(tmp_path: Path) -> None:
+    from kfp import compiler
+
+    from pipelines.pipeline import twinflow_pipeline
+
+    out = tmp_path / "p.yaml"
+    compiler.Compiler().compile(twinflow_pipeline, str(out))
+    ir = yaml.safe_load(out.read_text())
+    params = ir["root"]["inputDefinitions"]["parameters"]
+    for name in ("min_accuracy", "tolerance", "min_f1_macro", "min_improvement",
+                 "slice_feature", "roc_class"):
+        assert name in params
+    outputs = ir["components"]["comp-evaluate"]["outputDefinitions"]
+    types = {k: v["artifactType"]["schemaTitle"] for k, v in outputs["artifacts"].items()}
+    assert types == {"metrics": "system.Metrics", "confusion": "system.ClassificationMetrics"}
+    assert outputs["parameters"]["Output"]["parameterType"] == "BOOLEAN"
+    inputs = ir["components"]["comp-evaluate"]["inputDefinitions"]
+    assert {"data", "raw", "model"} == set(inputs["artifacts"])

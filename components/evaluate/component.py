@@ -1,7 +1,11 @@
-"""KFP wrapper of the evaluate step; its single output is the blessing verdict.
+"""KFP wrapper of the evaluate step; its single parameter output is the blessing verdict.
 
 The verdict is the component's only parameter output: kfp 2.17's local runner
 cannot resolve a dsl.If condition on a named output of a multi-output task.
+Artifact outputs are fine: ``metrics`` (headline metrics and ``blessed`` as 1/0 in
+its metadata, which the KFP UI shows as scalars; the full metric dict in its file,
+which push reads) and ``confusion`` (KFP's ClassificationMetrics: confusion
+matrix and the one-vs-rest ROC curve of ``roc_class``, which the KFP UI draws).
 """
 
 from kfp.dsl import ClassificationMetrics, Dataset, Input, Metrics, Model, Output
@@ -10,9 +14,11 @@ from components.images import step_component
 
 
 def evaluate(parent_run_id: str, framework: str, model_name: str, min_accuracy: float,
-             tolerance: float, data: Input[Dataset], model: Input[Model],
-             metrics: Output[Metrics], confusion: Output[ClassificationMetrics]) -> bool:
-    """Score the model on the test split; return whether it is blessed."""
+             tolerance: float, min_f1_macro: float, min_improvement: float,
+             slice_feature: str, roc_class: str, data: Input[Dataset], raw: Input[Dataset],
+             model: Input[Model], metrics: Output[Metrics],
+             confusion: Output[ClassificationMetrics]) -> bool:
+    """Score the model and the champion on the test split; return whether it is blessed."""
     import json
     from pathlib import Path
 
@@ -23,15 +29,23 @@ def evaluate(parent_run_id: str, framework: str, model_name: str, min_accuracy: 
 
     with step_errors("evaluate"), step_run(parent_run_id, "evaluate", framework):
         config = EvaluateConfig(framework=framework, model_name=model_name,
-                                min_accuracy=min_accuracy, tolerance=tolerance)
-        result = run_evaluate(config, Path(data.path), Path(model.path))
-        for key in ("test_accuracy", "test_f1_macro"):
-            metrics.log_metric(key, result.metrics[key])
+                                min_accuracy=min_accuracy, tolerance=tolerance,
+                                min_f1_macro=min_f1_macro, min_improvement=min_improvement,
+                                slice_feature=slice_feature, roc_class=roc_class)
+        result = run_evaluate(config, Path(data.path), Path(model.path), Path(raw.path))
+        for key in ("test_accuracy", "test_f1_macro", "test_precision_macro",
+                    "test_recall_macro", "test_roc_auc", "champion_accuracy"):
+            if key in result.metrics:
+                metrics.log_metric(key, result.metrics[key])
+        metrics.log_metric("blessed", float(result.verdict.blessed))  # the why is in MLflow
         Path(metrics.path).write_text(json.dumps(result.metrics), encoding="utf-8")
         headline = {f"{framework}_{k}": result.metrics[k] for k in ("test_accuracy",
                                                                    "test_f1_macro")}
         log_metrics_batch(headline, run_id=parent_run_id)  # shown on the parent run's page
         confusion.log_confusion_matrix(result.classes, result.confusion)
+        if result.roc is not None:
+            confusion.log_roc_curve(result.roc.fpr, result.roc.tpr, result.roc.thresholds)
+            confusion.metadata["roc_class"] = result.roc.label
         return result.verdict.blessed
     raise AssertionError("unreachable")
 

@@ -1,8 +1,41 @@
-"""Evaluate: test-split metrics, a confusion matrix, and the blessing verdict.
+"""Evaluate: test-split metrics, curves, slices, and the blessing verdict.
 
-The candidate is blessed when its accuracy clears an absolute floor and is not
-worse than the registered champion's by more than a tolerance; the verdict and
-its reason are logged so a skipped push explains itself.
+Metrics come from ``mlflow.models.evaluate`` (MLflow's default classifier
+evaluator) over the test split with the model's predictions.
+
+Why mlflow.models.evaluate rather than TensorFlow Model Analysis (which installs
+here, 0.52):
+
+* Framework-neutral. TFMA imports TensorFlow and runs its evaluation as an
+  Apache Beam job; a PyTorch step must not import TensorFlow (the step-torch
+  image does not carry it), and TFMA loads only TensorFlow models, so PyTorch
+  would go through its model-less path (a precomputed prediction column) while
+  Keras went through another. MLflow evaluates a static data set with a
+  predictions column, one path for both frameworks.
+* Already in the stack, and writes where the results are read: the metrics, the
+  evaluated data set as the run's input (lineage), a confusion matrix and a
+  per-class table land in the step's MLflow run, which the UI, compare, push and
+  the run summary read. TFMA writes its own protobuf results for a notebook
+  viewer that nothing else here reads.
+* Cost: no Beam pipeline start-up per evaluation (seconds on this 2-core
+  machine), which matters since the champion is evaluated too.
+* Regression uses the same call with ``model_type="regressor"``
+  (:mod:`.regression`).
+
+TFMA's strength, sliced metrics computed in Beam over big data, is not needed for
+a test split that fits in memory; slices are done here with pandas/sklearn
+(:mod:`.slices`). MLflow draws ROC / PR curves only when it can call
+``predict_proba`` on the model, which it finds on sklearn-style models alone, so
+they come from scikit-learn (:mod:`.curves`). The project's own metric names
+(``test_accuracy``, ``test_f1_macro``, ``f1_<class>`` ...; push and compare read
+them) come from scikit-learn too.
+
+The registered champion is scored on the same split in the same step
+(:mod:`.champion`) and the gate (:mod:`.gate`) compares the two; the verdict and
+its reason are logged as tags and as ``verdict.json``, so a skipped push
+explains itself. The pipeline trains classifiers only, so :func:`run_evaluate` is
+the classifier path; :func:`.regression.regression_metrics` is ready for a
+regression head but no step calls it yet.
 """
 
 from __future__ import annotations
@@ -17,8 +50,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
+import pandas as pd
+from mlflow.data.pandas_dataset import from_pandas
 from sklearn.metrics import (
     ConfusionMatrixDisplay,
     accuracy_score,
@@ -27,51 +60,67 @@ from sklearn.metrics import (
 )
 
 from components.config import EvaluateConfig, model_name_for
-from components.data.dataset import DatasetMetadata, Split, read_arrays, read_metadata
+from components.data.dataset import DatasetMetadata, Split, read_frame, read_metadata
+from components.evaluate.champion import ACCURACY_TAG, SAME_SPLIT, Champion, find_champion
+from components.evaluate.curves import RocPoints, curve_figures, curve_metrics, roc_points
+from components.evaluate.gate import Baseline, Verdict, judge
+from components.evaluate.slices import slice_column, slice_labels, slice_metrics
 from components.frameworks import get_adapter
 
 log = logging.getLogger(__name__)
-ACCURACY_TAG = "test_accuracy"
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """Whether the candidate may be pushed, and why."""
-
-    blessed: bool
-    reason: str
-    champion_accuracy: float | None = None
+PREDICTION = "twinflow_prediction"
+__all__ = ["ACCURACY_TAG", "Evaluation", "Verdict", "judge", "run_evaluate", "score"]
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Test metrics of the candidate plus the verdict."""
+    """Test metrics of the candidate, its curves and slices, plus the verdict."""
 
     accuracy: float
     metrics: dict[str, float]
     confusion: list[list[int]]
     classes: list[str]
     verdict: Verdict = field(default_factory=lambda: Verdict(False, "not judged"))
+    roc: RocPoints | None = None
+    slices: pd.DataFrame | None = None
 
 
-def run_evaluate(config: EvaluateConfig, data_dir: Path, model_dir: Path) -> Evaluation:
-    """Score the model on the test split, judge it, log everything to the active run."""
+def run_evaluate(config: EvaluateConfig, data_dir: Path, model_dir: Path,
+                 raw_dir: Path | None = None) -> Evaluation:
+    """Score the model (and the champion) on the test split, judge, log to the active run.
+
+    ``raw_dir`` is the ingested (untransformed) data set, used to name slices in
+    the data's own units; without it slices come from the transformed split.
+    """
     meta = read_metadata(data_dir)
-    test = read_arrays(data_dir, Split.TEST, meta)
+    frame = read_frame(data_dir, Split.TEST)
+    x = frame[meta.features].to_numpy(dtype=np.float32)
+    y = frame[meta.label].to_numpy(dtype=np.int64)
     adapter = get_adapter(config.framework)
-    pred = adapter.predict_proba(adapter.load_model(model_dir), test.x).argmax(axis=1)
-    evaluation = score(test.y, pred, meta)
+    proba = adapter.predict_proba(adapter.load_model(model_dir), x)
+    pred = proba.argmax(axis=1)
     model_name = model_name_for(config.model_name, meta.name, config.framework)
-    verdict = judge(evaluation.accuracy, config, model_name)
-    evaluation = Evaluation(evaluation.accuracy, evaluation.metrics, evaluation.confusion,
-                            evaluation.classes, verdict)
-    _track(evaluation, config, meta, model_name)
+
+    champion = find_champion(model_name, x, meta.n_classes, config.champion_alias)
+    baseline = _baseline(champion, frame, y, meta)  # evaluated first, see _library_evaluate
+    scored = score(y, pred, meta)
+    _library_evaluate(frame, pred, meta, "test_")
+    metrics = scored.metrics | curve_metrics(y, proba, meta.n_classes)
+    if baseline is not None and baseline.source == SAME_SPLIT:
+        metrics["champion_accuracy"] = baseline.accuracy
+        metrics["champion_f1_macro"] = baseline.f1_macro or 0.0
+    verdict = judge(metrics, config, model_name, baseline)
+    slices = (_slices(config, data_dir, raw_dir, y, pred) if config.slice_feature else None)
+    roc = roc_points(y, proba, meta.classes, config.roc_class)
+    evaluation = Evaluation(scored.accuracy, metrics, scored.confusion, meta.classes, verdict,
+                            roc, slices)
+    _track(evaluation, config, meta, model_name, y, proba)
     log.info("test accuracy %.4f; %s", evaluation.accuracy, verdict.reason)
     return evaluation
 
 
 def score(y_true: np.ndarray, y_pred: np.ndarray, meta: DatasetMetadata) -> Evaluation:
-    """Accuracy, macro and per-class precision/recall/F1, confusion matrix."""
+    """Accuracy, macro and per-class precision/recall/F1, confusion matrix (sklearn)."""
     labels = list(range(meta.n_classes))
     p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     metrics = {"test_accuracy": float(accuracy_score(y_true, y_pred)),
@@ -86,47 +135,95 @@ def score(y_true: np.ndarray, y_pred: np.ndarray, meta: DatasetMetadata) -> Eval
     return Evaluation(metrics["test_accuracy"], metrics, matrix, meta.classes)
 
 
-def judge(accuracy: float, config: EvaluateConfig, model_name: str) -> Verdict:
-    """Apply the absolute floor and the champion comparison."""
-    if accuracy < config.min_accuracy:
-        return Verdict(False, f"accuracy {accuracy:.4f} below the minimum {config.min_accuracy}")
-    champion = champion_accuracy(model_name)
+def _library_evaluate(frame: pd.DataFrame, pred: np.ndarray, meta: DatasetMetadata,
+                      prefix: str) -> dict[str, float]:
+    """mlflow.models.evaluate on the split with ``pred``; its metrics are prefixed.
+
+    MLflow writes ``per_class_metrics.csv`` without the prefix, so the champion is
+    evaluated before the candidate, whose table is the one that stays.
+    """
+    classes = np.asarray(meta.classes)
+    data = frame.assign(**{meta.label: classes[frame[meta.label].to_numpy()],
+                           PREDICTION: classes[pred]})
+    dataset = from_pandas(data, name=f"{meta.name}-test", targets=meta.label,
+                                      predictions=PREDICTION)
+    config = {"log_model_explainability": False, "metric_prefix": prefix, "average": "macro",
+              "label_list": list(meta.classes)}
+    if meta.n_classes == 2:
+        config["pos_label"] = meta.classes[1]
+    result = mlflow.models.evaluate(data=dataset, model_type="classifier",
+                                    evaluators="default", evaluator_config=config)
+    return {k: float(v) for k, v in result.metrics.items()}
+
+
+def _baseline(champion: Champion | None, frame: pd.DataFrame, y: np.ndarray,
+              meta: DatasetMetadata) -> Baseline | None:
+    """The champion's figures: re-evaluated on this split, else its recorded tag."""
     if champion is None:
-        return Verdict(True, f"accuracy {accuracy:.4f}; no champion of '{model_name}' yet")
-    if accuracy >= champion - config.tolerance:
-        return Verdict(True, f"accuracy {accuracy:.4f} >= champion {champion:.4f} "
-                             f"- tolerance {config.tolerance}", champion)
-    return Verdict(False, f"accuracy {accuracy:.4f} < champion {champion:.4f} "
-                          f"- tolerance {config.tolerance}", champion)
-
-
-def champion_accuracy(model_name: str, alias: str = "champion") -> float | None:
-    """Test accuracy recorded on the current champion version, or None if there is none."""
-    try:
-        version = MlflowClient().get_model_version_by_alias(model_name, alias)
-    except MlflowException:
         return None
-    value = version.tags.get(ACCURACY_TAG)
-    return float(value) if value is not None else None
+    if champion.proba is not None:
+        pred = champion.proba.argmax(axis=1)
+        _library_evaluate(frame, pred, meta, "champion_")
+        figures = score(y, pred, meta).metrics
+        return Baseline(champion.version, figures["test_accuracy"], figures["test_f1_macro"],
+                        SAME_SPLIT)
+    if champion.tag_accuracy is None:
+        log.warning("champion v%s %s and has no %s tag; judged as if there were none",
+                    champion.version, champion.note, ACCURACY_TAG)
+        return None
+    return Baseline(champion.version, champion.tag_accuracy, None,
+                    f"{champion.note}; its recorded {ACCURACY_TAG} tag")
+
+
+def _slices(config: EvaluateConfig, data_dir: Path, raw_dir: Path | None, y: np.ndarray,
+            pred: np.ndarray) -> pd.DataFrame:
+    column = slice_column(config.slice_feature, data_dir, raw_dir, len(y))
+    table = slice_metrics(slice_labels(column, config.slice_bins), y, pred)
+    return table.assign(feature=config.slice_feature)
 
 
 def _track(evaluation: Evaluation, config: EvaluateConfig, meta: DatasetMetadata,
-           model_name: str) -> None:
+           model_name: str, y: np.ndarray, proba: np.ndarray) -> None:
     mlflow.log_params({"min_accuracy": config.min_accuracy, "tolerance": config.tolerance,
-                       "model_name": model_name})
-    mlflow.log_metrics(evaluation.metrics)
+                       "min_f1_macro": config.min_f1_macro,
+                       "min_improvement": config.min_improvement,
+                       "slice_feature": config.slice_feature, "model_name": model_name})
+    mlflow.log_metrics(evaluation.metrics | _slice_metric_dict(evaluation.slices))
     verdict = evaluation.verdict
     mlflow.set_tags({"twinflow.blessed": str(verdict.blessed).lower(),
-                     "twinflow.verdict": verdict.reason})
-    if verdict.champion_accuracy is not None:
-        mlflow.log_metric("champion_accuracy", verdict.champion_accuracy)
+                     "twinflow.verdict": verdict.reason[:5000],
+                     "twinflow.champion_source": verdict.champion_source or "none"})
+    mlflow.log_text(verdict.to_json(evaluation.metrics, config), "verdict.json")
+    if evaluation.slices is not None:
+        mlflow.log_table(evaluation.slices, f"slices/{_metric_key(config.slice_feature)}.json")
+    figures = curve_figures(y, proba, meta.classes)
+    figures["confusion_matrix.png"] = _confusion_figure(evaluation, config, meta)
+    for name, fig in figures.items():
+        mlflow.log_figure(fig, name)
+        plt.close(fig)
+
+
+def _slice_metric_dict(slices: pd.DataFrame | None) -> dict[str, float]:
+    """``slice_<feature>_<slice>_<metric>`` for the run's metric list."""
+    if slices is None:
+        return {}
+    out: dict[str, float] = {}
+    for row in slices.itertuples(index=False):
+        key = f"slice_{_metric_key(str(row.feature))}_{_metric_key(str(row.slice))}"
+        out |= {f"{key}_accuracy": float(row.accuracy), f"{key}_f1_macro": float(row.f1_macro),
+                f"{key}_rows": float(row.rows)}
+    return out
+
+
+def _confusion_figure(evaluation: Evaluation, config: EvaluateConfig,
+                      meta: DatasetMetadata) -> plt.Figure:
+    """Counts (MLflow's own matrix is normalised per true class)."""
     display = ConfusionMatrixDisplay(np.asarray(evaluation.confusion),
                                      display_labels=meta.classes)
     fig, ax = plt.subplots(figsize=(6, 6))
     display.plot(ax=ax, colorbar=False)
     ax.set_title(f"{meta.name} / {config.framework.value}: test confusion matrix")
-    mlflow.log_figure(fig, "confusion_matrix.png")
-    plt.close(fig)
+    return fig
 
 
 def _metric_key(name: str) -> str:
