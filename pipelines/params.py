@@ -32,6 +32,8 @@ class PipelineParams(BaseModel):
     model_name: str = ""
     min_accuracy: float = Field(default=0.5, ge=0, le=1)
     tolerance: float = Field(default=0.0, ge=0, le=1)
+    max_accuracy_drop: float = Field(default=0.005, ge=0, le=1)
+    pruning_sparsity: float = Field(default=0.5, ge=0, lt=1)
     experiment: str = "twinflow"
     namespace: str = "default"
     prefer: Priority = Priority.ACCURACY

@@ -38,12 +38,14 @@ def _framework_tail(fw: str, parent: Any, data: Any, p: dict[str, Any]) -> list[
     evaluate = evaluate_ops[fw](parent_run_id=parent, framework=fw, model_name=p["model_name"],
                                 min_accuracy=p["min_accuracy"], tolerance=p["tolerance"],
                                 data=data, model=model).set_display_name(f"evaluate-{fw}")
-    compress = compress_ops[fw](parent_run_id=parent, framework=fw, data=data,
-                                model=model).set_display_name(f"compress-{fw}")
+    compress = compress_ops[fw](parent_run_id=parent, framework=fw, data=data, model=model,
+                                max_accuracy_drop=p["max_accuracy_drop"],
+                                pruning_sparsity=p["pruning_sparsity"],
+                                ).set_display_name(f"compress-{fw}")
     with dsl.If(evaluate.outputs["Output"] == True, name=f"blessed-{fw}"):  # noqa: E712
         push_ops[fw](parent_run_id=parent, framework=fw, model_name=p["model_name"],
                      namespace=p["namespace"], data=data, model=model,
-                     compressed=compress.outputs["compressed"],
+                     exports=compress.outputs["exports"],
                      metrics=evaluate.outputs["metrics"]).set_display_name(f"push-{fw}")
     return [evaluate, compress]
 
@@ -69,6 +71,8 @@ def twinflow_pipeline(
     model_name: str = "",
     min_accuracy: float = 0.5,
     tolerance: float = 0.0,
+    max_accuracy_drop: float = 0.005,
+    pruning_sparsity: float = 0.5,
     experiment: str = "twinflow",
     namespace: str = "default",
     prefer: str = "accuracy",
@@ -91,7 +95,8 @@ def twinflow_pipeline(
                  workers=workers, precision=precision, resume=resume,
                  checkpoint_root=checkpoint_root, gpus_per_worker=gpus_per_worker,
                  cluster_options=cluster_options, model_name=model_name,
-                 min_accuracy=min_accuracy, tolerance=tolerance, namespace=namespace)
+                 min_accuracy=min_accuracy, tolerance=tolerance, namespace=namespace,
+                 max_accuracy_drop=max_accuracy_drop, pruning_sparsity=pruning_sparsity)
         with dsl.If(framework == "torch", name="torch-only"):
             _framework_tail("torch", parent, data, p)
         with dsl.If(framework == "tensorflow", name="tensorflow-only"):
