@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,13 +17,14 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from components.compress.core import COMPRESSION_FILE, CompressResult, run_compress
+from components.compress.variants import select_best
 from components.config import CompressConfig, Framework, PushConfig
 from components.data.dataset import Split, read_arrays, read_metadata
 from components.errors import DataError
 from components.export.manifest import ExportManifest
 from components.export.verify import verify_exports
 from components.push.core import run_push
-from tests.conftest import SHARED
+from tests.conftest import SHARED, cli_env
 
 VARIANTS = {
     Framework.TORCH: {"torchscript", "onnx", "torch_dynamic_int8", "torch_static_int8",
@@ -63,7 +66,8 @@ def test_every_variant_is_measured_and_the_gate_picks_one(compressed: Compressed
     fp32 = [r for r in rows.values() if r.is_fp32]
     assert all(r.accuracy > 0.8 for r in fp32)
     for r in rows.values():
-        assert r.bytes > 0 and 0 < r.p50_b1_ms <= r.p99_b1_ms and r.p50_b64_ms > 0
+        assert r.bytes > 0 and 0.0 <= r.accuracy <= 1.0
+        assert 0 < r.p50_b1_ms <= r.p99_b1_ms and 0 < r.p50_b64_ms <= r.p99_b64_ms, r.name
         if "int8" in r.name:  # int8 weights: well under half of fp32
             assert r.bytes < 0.5 * rows[r.baseline].bytes, r.name
     pruned = rows["torch_pruned" if fw is Framework.TORCH else "tflite_pruned"]
@@ -71,9 +75,27 @@ def test_every_variant_is_measured_and_the_gate_picks_one(compressed: Compressed
     assert result.variant, "with a 2-point gate some variant passes on digits"
     chosen = rows[result.variant]
     assert rows[chosen.baseline].accuracy - chosen.accuracy <= 0.02
-    passing = [r for r in rows.values() if not r.is_fp32
-               and rows[r.baseline].accuracy - r.accuracy <= 0.02]
+    drops = {r.name: rows[r.baseline].accuracy - r.accuracy
+             for r in rows.values() if not r.is_fp32}
+    assert set(result.rejected) == {n for n, d in drops.items() if d > 0.02}
+    passing = [rows[n] for n, d in drops.items() if d <= 0.02]
     assert chosen.p50_b1_ms == min(r.p50_b1_ms for r in passing)
+
+
+def test_a_tighter_gate_rejects_what_drops_too_much(compressed: Compressed) -> None:
+    """The same measured rows under a gate just below the worst drop: the worst variants
+    are rejected with their drop named, the others pass, and the pick is among them."""
+    rows = {r.name: r for r in compressed.result.results}
+    drops = {r.name: rows[r.baseline].accuracy - r.accuracy
+             for r in rows.values() if not r.is_fp32}
+    gate = max(drops.values()) - 1e-9
+    selection = select_best(compressed.result.results, max_accuracy_drop=gate)
+    worst = {n for n, d in drops.items() if d > gate}
+    assert worst and set(selection.rejected) == worst
+    for name in worst:
+        assert f"accuracy drop {drops[name]:.4f} > " in selection.rejected[name]
+    if selection.best is not None:
+        assert selection.best.name not in worst and drops[selection.best.name] <= gate
 
 
 def test_the_output_is_an_exports_directory(compressed: Compressed) -> None:
@@ -207,6 +229,7 @@ def test_pushing_the_same_pipeline_run_twice_creates_nothing_new(
         compressed: Compressed, transformed: tuple[Path, Path], tmp_path: Path) -> None:
     fw = compressed.framework
     name = f"idempotent-{fw.value}"
+    earlier = _push(compressed, transformed[0], tmp_path, name)  # an earlier champion
     versions = []
     with mlflow.start_run():  # the pipeline's parent run; its push step runs twice (a retry)
         for attempt in range(2):
@@ -215,8 +238,12 @@ def test_pushing_the_same_pipeline_run_twice_creates_nothing_new(
                                   compressed.model_dir, compressed.exports,
                                   {"test_accuracy": 0.9}, tmp_path / f"isvc-{attempt}.yaml")
             versions.append(result.version)
-    assert versions == ["1", "1"]
-    assert len(MlflowClient().search_model_versions(f"name = '{name}'")) == 1
+    assert earlier == "1" and versions == ["2", "2"]
+    client = MlflowClient()
+    assert len(client.search_model_versions(f"name = '{name}'")) == 2
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "2"
+    # the retry did not overwrite the rollback target with the champion itself
+    assert str(client.get_model_version_by_alias(name, "previous-champion").version) == "1"
 
 
 def test_rollback_swaps_champion_and_previous(compressed: Compressed,
@@ -234,3 +261,20 @@ def test_rollback_swaps_champion_and_previous(compressed: Compressed,
     client = MlflowClient()
     assert str(client.get_model_version_by_alias(name, "champion").version) == first
     assert rollback(name) == (second, first)  # undo
+
+
+def test_twinflow_rollback_command_moves_champion_back(
+        compressed: Compressed, transformed: tuple[Path, Path], store: str,
+        tmp_path: Path) -> None:
+    name = f"cli-rollback-{compressed.framework.value}"
+    first = _push(compressed, transformed[0], tmp_path, name)
+    second = _push(compressed, transformed[0], tmp_path, name)
+    done = subprocess.run([sys.executable, "-m", "pipelines.cli", "rollback", "--model", name],
+                          cwd=tmp_path, env=cli_env(tmp_path, store), capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    said = " ".join(done.stdout.split())  # rich may wrap the line
+    assert f"champion is now version {first} (previous-champion: version {second})" in said
+    client = MlflowClient()
+    assert str(client.get_model_version_by_alias(name, "champion").version) == first
+    assert str(client.get_model_version_by_alias(name, "previous-champion").version) == second

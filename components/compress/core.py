@@ -20,7 +20,7 @@ import json
 import logging
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
@@ -59,6 +59,7 @@ class CompressResult:
     int8_accuracy: float
     results: list[VariantResult]
     preferred: str
+    rejected: dict[str, str] = field(default_factory=dict)  # variant -> why the gate said no
 
     @property
     def size_ratio(self) -> float:
@@ -145,7 +146,7 @@ def _result(results: list[VariantResult], selection: Selection, preferred: str) 
     chosen = selection.best or by_name[preferred]
     base = by_name.get(chosen.baseline, chosen)
     return CompressResult(chosen.name if selection.best else "", base.bytes, chosen.bytes,
-                          base.accuracy, chosen.accuracy, results, preferred)
+                          base.accuracy, chosen.accuracy, results, preferred, selection.rejected)
 
 
 def _log_metrics(result: CompressResult, results: list[VariantResult]) -> None:
