@@ -128,7 +128,7 @@ def _reference(compressed: Compressed, x: np.ndarray) -> np.ndarray:
     if compressed.framework is Framework.TORCH:
         from components.compress.torch_variants import logits
     else:
-        from components.compress.tf_variants import logits  # type: ignore[assignment]
+        from components.compress.tf_variants import logits
     return logits(model, x)
 
 

@@ -39,4 +39,20 @@ def export_onnx(model: nn.Module, n_features: int, path: Path) -> Path:
                           input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                           dynamic_shapes=({0: batch},), external_data=False,
                           opset_version=OPSET, report=False)
+    _strip_exporter_metadata(path)
     return path
+
+
+def _strip_exporter_metadata(path: Path) -> None:
+    """Drop the per-node debugging metadata torch's exporter records (its FX node, class
+    hierarchy and a Python stack trace with this machine's source paths): inference
+    never reads it, and on a small model it is several percent of the file."""
+    import onnx
+
+    model = onnx.load(str(path))
+    nodes = [*model.graph.node, *(n for f in model.functions for n in f.node)]
+    if not any(n.metadata_props for n in nodes):
+        return
+    for node in nodes:
+        del node.metadata_props[:]
+    onnx.save(model, str(path))
