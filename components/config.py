@@ -116,9 +116,21 @@ class EvaluateConfig(_Config):
 
 
 class CompressConfig(_Config):
-    """Post-training quantisation."""
+    """Compression variants and the gate that picks one (see components/compress)."""
 
     framework: Framework
+    max_accuracy_drop: float = Field(default=0.005, ge=0.0, le=1.0,
+                                     description="Gate: largest accepted test-accuracy drop "
+                                                 "(fraction; 0.005 = 0.5 points).")
+    pruning_sparsity: float = Field(default=0.5, ge=0.0, lt=1.0,
+                                    description="Fraction of weights pruned to zero.")
+    finetune_epochs: int = Field(default=2, ge=0, le=100,
+                                 description="Fine-tuning epochs while pruning.")
+    calibration_rows: int = Field(default=256, ge=1, description="Train rows for static int8.")
+    latency_calls: int = Field(default=200, ge=5, le=100_000,
+                               description="Timed batch-1 calls per variant (batch 64: 1/4).")
+    verify_atol: float = Field(default=1e-3, gt=0.0,
+                               description="Largest |logit| difference of a reloaded export.")
 
 
 class PushConfig(_Config):

@@ -36,6 +36,8 @@ class PipelineParams(BaseModel):
     min_improvement: float = Field(default=0.0, ge=0, le=1)
     slice_feature: str = Field(default="", description="Raw column to slice test metrics by")
     roc_class: str = Field(default="", description="Class of the KFP ROC curve; '' = last")
+    max_accuracy_drop: float = Field(default=0.005, ge=0, le=1)
+    pruning_sparsity: float = Field(default=0.5, ge=0, lt=1)
     experiment: str = "twinflow"
     namespace: str = "default"
     prefer: Priority = Priority.ACCURACY

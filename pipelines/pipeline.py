@@ -42,12 +42,14 @@ def _framework_tail(fw: str, parent: Any, data: Any, p: dict[str, Any]) -> list[
     evaluate = evaluate_ops[fw](parent_run_id=parent, framework=fw, data=data, raw=p["raw"],
                                 model=model, **{k: p[k] for k in EVALUATE_PARAMS}
                                 ).set_display_name(f"evaluate-{fw}")
-    compress = compress_ops[fw](parent_run_id=parent, framework=fw, data=data,
-                                model=model).set_display_name(f"compress-{fw}")
+    compress = compress_ops[fw](parent_run_id=parent, framework=fw, data=data, model=model,
+                                max_accuracy_drop=p["max_accuracy_drop"],
+                                pruning_sparsity=p["pruning_sparsity"],
+                                ).set_display_name(f"compress-{fw}")
     with dsl.If(evaluate.outputs["Output"] == True, name=f"blessed-{fw}"):  # noqa: E712
         push_ops[fw](parent_run_id=parent, framework=fw, model_name=p["model_name"],
                      namespace=p["namespace"], data=data, model=model,
-                     compressed=compress.outputs["compressed"],
+                     exports=compress.outputs["exports"],
                      metrics=evaluate.outputs["metrics"]).set_display_name(f"push-{fw}")
     return [evaluate, compress]
 
@@ -77,6 +79,8 @@ def twinflow_pipeline(
     min_improvement: float = 0.0,
     slice_feature: str = "",
     roc_class: str = "",
+    max_accuracy_drop: float = 0.005,
+    pruning_sparsity: float = 0.5,
     experiment: str = "twinflow",
     namespace: str = "default",
     prefer: str = "accuracy",
@@ -102,6 +106,7 @@ def twinflow_pipeline(
                  min_accuracy=min_accuracy, tolerance=tolerance, namespace=namespace,
                  min_f1_macro=min_f1_macro, min_improvement=min_improvement,
                  slice_feature=slice_feature, roc_class=roc_class,
+                 max_accuracy_drop=max_accuracy_drop, pruning_sparsity=pruning_sparsity,
                  raw=ingest.outputs["dataset"])
         with dsl.If(framework == "torch", name="torch-only"):
             _framework_tail("torch", parent, data, p)

@@ -1,49 +1,169 @@
-"""Compress and push: int8 re-measured; registration, aliases and the KServe manifest."""
+"""Compress and push: variants measured, exports reloaded in a fresh process, the exports
+logged with the version; registration, aliases and the KServe manifest."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from components.compress.core import run_compress
+from components.compress.core import COMPRESSION_FILE, CompressResult, run_compress
+from components.compress.variants import select_best
 from components.config import CompressConfig, Framework, PushConfig
+from components.data.dataset import Split, read_arrays, read_metadata
+from components.errors import DataError
+from components.export.manifest import ExportManifest
+from components.export.verify import verify_exports
 from components.push.core import run_push
-from tests.conftest import SHARED
+from tests.conftest import SHARED, cli_env
+
+VARIANTS = {
+    Framework.TORCH: {"torchscript", "onnx", "torch_dynamic_int8", "torch_static_int8",
+                      "torch_pruned", "onnx_int8_dynamic", "onnx_int8_static"},
+    Framework.TENSORFLOW: {"savedmodel", "tflite", "onnx", "tflite_dynamic_int8", "tflite_int8",
+                           "tflite_float16", "tflite_pruned", "onnx_int8_dynamic",
+                           "onnx_int8_static"},
+}
+FP32_ENTRIES = {Framework.TORCH: {"torchscript", "onnx"},
+                Framework.TENSORFLOW: {"savedmodel", "tflite", "onnx"}}
 
 
-def test_compress_measures_int8(trained: tuple[Framework, Path], transformed: tuple[Path, Path],
-                                tmp_path: Path, active_run: mlflow.ActiveRun) -> None:
+@dataclass(frozen=True)
+class Compressed:
+    framework: Framework
+    model_dir: Path
+    exports: Path
+    result: CompressResult
+    run_id: str
+
+
+@pytest.fixture(scope="session")
+def compressed(trained: tuple[Framework, Path], transformed: tuple[Path, Path],
+               tmp_path_factory: pytest.TempPathFactory) -> Compressed:
+    """The compress step run once per framework (few latency calls: this is not a benchmark)."""
     fw, model_dir = trained
-    result = run_compress(CompressConfig(framework=fw), transformed[0], model_dir, tmp_path)
-    assert result.size_ratio < 0.6
-    assert result.fp32_accuracy - result.int8_accuracy < 0.05
-    suffix = ".ts" if fw == "torch" else ".tflite"
-    assert [p.name for p in tmp_path.iterdir()] == [f"model_int8{suffix}"]
-    metrics = MlflowClient().get_run(active_run.info.run_id).data.metrics
-    assert metrics["size_ratio"] == pytest.approx(result.size_ratio)
+    out = tmp_path_factory.mktemp(f"compress-{fw.value}") / "exports"
+    config = CompressConfig(framework=fw, latency_calls=10, finetune_epochs=1,
+                            max_accuracy_drop=0.02)
+    with mlflow.start_run() as run:
+        result = run_compress(config, transformed[0], model_dir, out)
+    return Compressed(fw, model_dir, out, result, run.info.run_id)
 
 
-def _push(fw: Framework, model_dir: Path, data_dir: Path, tmp: Path, name: str) -> str:
-    compressed = tmp / "compressed"
-    compressed.mkdir(exist_ok=True)
-    (compressed / "model_int8.bin").write_bytes(b"int8")
+def test_every_variant_is_measured_and_the_gate_picks_one(compressed: Compressed) -> None:
+    fw, result = compressed.framework, compressed.result
+    rows = {r.name: r for r in result.results}
+    assert set(rows) == VARIANTS[fw]
+    fp32 = [r for r in rows.values() if r.is_fp32]
+    assert all(r.accuracy > 0.8 for r in fp32)
+    for r in rows.values():
+        assert r.bytes > 0 and 0.0 <= r.accuracy <= 1.0
+        assert 0 < r.p50_b1_ms <= r.p99_b1_ms and 0 < r.p50_b64_ms <= r.p99_b64_ms, r.name
+        if "int8" in r.name:  # int8 weights: well under half of fp32
+            assert r.bytes < 0.5 * rows[r.baseline].bytes, r.name
+    pruned = rows["torch_pruned" if fw is Framework.TORCH else "tflite_pruned"]
+    assert pruned.gzip_bytes < 0.8 * rows[pruned.baseline].gzip_bytes  # the zeros compress
+    assert result.variant, "with a 2-point gate some variant passes on digits"
+    chosen = rows[result.variant]
+    assert rows[chosen.baseline].accuracy - chosen.accuracy <= 0.02
+    drops = {r.name: rows[r.baseline].accuracy - r.accuracy
+             for r in rows.values() if not r.is_fp32}
+    assert set(result.rejected) == {n for n, d in drops.items() if d > 0.02}
+    passing = [rows[n] for n, d in drops.items() if d <= 0.02]
+    assert chosen.p50_b1_ms == min(r.p50_b1_ms for r in passing)
+
+
+def test_a_tighter_gate_rejects_what_drops_too_much(compressed: Compressed) -> None:
+    """The same measured rows under a gate just below the worst drop: the worst variants
+    are rejected with their drop named, the others pass, and the pick is among them."""
+    rows = {r.name: r for r in compressed.result.results}
+    drops = {r.name: rows[r.baseline].accuracy - r.accuracy
+             for r in rows.values() if not r.is_fp32}
+    gate = max(drops.values()) - 1e-9
+    selection = select_best(compressed.result.results, max_accuracy_drop=gate)
+    worst = {n for n, d in drops.items() if d > gate}
+    assert worst and set(selection.rejected) == worst
+    for name in worst:
+        assert f"accuracy drop {drops[name]:.4f} > " in selection.rejected[name]
+    if selection.best is not None:
+        assert selection.best.name not in worst and drops[selection.best.name] <= gate
+
+
+def test_the_output_is_an_exports_directory(compressed: Compressed) -> None:
+    manifest = ExportManifest.load(compressed.exports)
+    fw = compressed.framework
+    assert manifest.framework == fw.value and manifest.n_features == 64
+    assert manifest.preferred == compressed.result.variant
+    assert set(manifest.entries) == FP32_ENTRIES[fw] | {manifest.preferred}
+    assert manifest.entries[manifest.preferred].variant != "fp32"
+    table = json.loads((compressed.exports / COMPRESSION_FILE).read_text())
+    assert {r["name"] for r in table["variants"]} == VARIANTS[fw]
+
+
+def test_compress_logs_table_plot_and_the_metrics_compare_reads(compressed: Compressed) -> None:
+    client = MlflowClient()
+    metrics = client.get_run(compressed.run_id).data.metrics
+    for name in ("fp32_bytes", "int8_bytes", "int8_accuracy", "latency_p50_ms_fp32",
+                 "latency_p99_ms_fp32", "latency_p50_ms_int8", "latency_p99_ms_int8"):
+        assert name in metrics, name
+    assert metrics["int8_bytes"] == compressed.result.int8_bytes
+    artifacts = {f.path for f in client.list_artifacts(compressed.run_id, "compression")}
+    assert {"compression/variants.json", "compression/variants.png"} <= artifacts
+
+
+def _reference(compressed: Compressed, x: np.ndarray) -> np.ndarray:
+    from components.frameworks import get_adapter
+
+    adapter = get_adapter(compressed.framework)
+    model = adapter.load_model(compressed.model_dir)
+    if compressed.framework is Framework.TORCH:
+        from components.compress.torch_variants import logits
+    else:
+        from components.compress.tf_variants import logits
+    return logits(model, x)
+
+
+def test_exports_reload_in_a_fresh_process(compressed: Compressed, transformed: tuple[Path, Path],
+                                           tmp_path: Path) -> None:
+    data = transformed[0]
+    x = read_arrays(data, Split.TEST, read_metadata(data)).x[:16]
+    ref = _reference(compressed, x)
+    fp32 = sorted(FP32_ENTRIES[compressed.framework])
+    diffs = verify_exports(compressed.exports, {name: ref for name in fp32}, x)
+    assert set(diffs) == set(fp32) and max(diffs.values()) < 1e-3
+    with pytest.raises(DataError, match=r"export 'onnx' \(onnx, model.onnx\): reloaded "
+                                        r"predictions differ"):
+        verify_exports(compressed.exports, {"onnx": ref + 0.5}, x)
+    broken = tmp_path / "broken"
+    shutil.copytree(compressed.exports, broken)
+    (broken / "model.onnx").write_bytes(b"not a model")
+    with pytest.raises(DataError, match=r"export 'onnx' \(onnx, model.onnx\) failed to load"):
+        verify_exports(broken, {"onnx": ref}, x)
+
+
+def _push(compressed: Compressed, data_dir: Path, tmp: Path, name: str) -> str:
     with mlflow.start_run():
-        result = run_push(PushConfig(framework=fw, model_name=name), data_dir, model_dir,
-                          compressed, {"test_accuracy": 0.95}, tmp / "isvc.yaml")
+        result = run_push(PushConfig(framework=compressed.framework, model_name=name), data_dir,
+                          compressed.model_dir, compressed.exports, {"test_accuracy": 0.95},
+                          tmp / "isvc.yaml")
     return result.version
 
 
 def test_push_registers_moves_champion_and_keeps_previous(
-        trained: tuple[Framework, Path], transformed: tuple[Path, Path], tmp_path: Path) -> None:
-    fw, model_dir = trained
+        compressed: Compressed, transformed: tuple[Path, Path], tmp_path: Path) -> None:
+    fw = compressed.framework
     name = f"push-{fw.value}"
-    first = _push(fw, model_dir, transformed[0], tmp_path, name)
-    second = _push(fw, model_dir, transformed[0], tmp_path, name)
+    first = _push(compressed, transformed[0], tmp_path, name)
+    second = _push(compressed, transformed[0], tmp_path, name)
     client = MlflowClient()
     assert str(client.get_model_version_by_alias(name, "champion").version) == second
     assert str(client.get_model_version_by_alias(name, "previous-champion").version) == first
@@ -55,7 +175,39 @@ def test_push_registers_moves_champion_and_keeps_previous(
     assert sample, "the model carries an input signature"
 
 
-def test_manifest_is_a_valid_inference_service(trained: tuple[Framework, Path],
+def test_push_logs_the_exports_and_tags_the_variant(
+        compressed: Compressed, transformed: tuple[Path, Path], tmp_path: Path) -> None:
+    name = f"exports-{compressed.framework.value}"
+    version = MlflowClient().get_model_version(
+        name, _push(compressed, transformed[0], tmp_path, name))
+    manifest = ExportManifest.load(compressed.exports)
+    chosen = manifest.entries[manifest.preferred]
+    assert version.tags["compression_variant"] == manifest.preferred
+    assert version.tags["compression_format"] == chosen.format.value
+    assert version.tags["compression_bytes"] == str(chosen.bytes)
+    assert float(version.tags["compression_accuracy"]) == pytest.approx(
+        compressed.result.int8_accuracy, abs=1e-5)
+    local = Path(mlflow.artifacts.download_artifacts(run_id=version.run_id,
+                                                     artifact_path="exports",
+                                                     dst_path=str(tmp_path / "dl")))
+    assert ExportManifest.load(local).preferred == manifest.preferred
+
+
+def test_push_refuses_exports_of_the_other_framework(
+        compressed: Compressed, transformed: tuple[Path, Path], tmp_path: Path) -> None:
+    other = tmp_path / "exports"
+    shutil.copytree(compressed.exports, other)
+    manifest = ExportManifest.load(other)
+    wrong = "tensorflow" if manifest.framework == "torch" else "torch"
+    manifest.model_copy(update={"framework": wrong}).save(other)
+    name = f"wrongfw-{compressed.framework.value}"
+    with mlflow.start_run(), pytest.raises(DataError, match=f"exports of framework '{wrong}'"):
+        run_push(PushConfig(framework=compressed.framework, model_name=name), transformed[0],
+                 compressed.model_dir, other, {"test_accuracy": 0.9}, tmp_path / "isvc.yaml")
+    assert not MlflowClient().search_model_versions(f"name = '{name}'")
+
+
+def test_manifest_is_a_valid_inference_service(compressed: Compressed,
                                                transformed: tuple[Path, Path],
                                                tmp_path: Path) -> None:
     crd = SHARED / "crds" / "serving.kserve.io_inferenceservices.yaml"
@@ -63,8 +215,8 @@ def test_manifest_is_a_valid_inference_service(trained: tuple[Framework, Path],
         pytest.skip("../shared/crds is absent")
     import jsonschema
 
-    fw, model_dir = trained
-    _push(fw, model_dir, transformed[0], tmp_path, f"Manifest_{fw.value}")
+    fw = compressed.framework
+    _push(compressed, transformed[0], tmp_path, f"Manifest_{fw.value}")
     manifest = yaml.safe_load((tmp_path / "isvc.yaml").read_text())
     spec = yaml.safe_load(crd.read_text())
     version = next(v for v in spec["spec"]["versions"] if v["name"] == "v1beta1")
@@ -74,35 +226,55 @@ def test_manifest_is_a_valid_inference_service(trained: tuple[Framework, Path],
 
 
 def test_pushing_the_same_pipeline_run_twice_creates_nothing_new(
-        trained: tuple[Framework, Path], transformed: tuple[Path, Path], tmp_path: Path) -> None:
-    fw, model_dir = trained
+        compressed: Compressed, transformed: tuple[Path, Path], tmp_path: Path) -> None:
+    fw = compressed.framework
     name = f"idempotent-{fw.value}"
-    (tmp_path / "int8").mkdir()
+    earlier = _push(compressed, transformed[0], tmp_path, name)  # an earlier champion
     versions = []
     with mlflow.start_run():  # the pipeline's parent run; its push step runs twice (a retry)
         for attempt in range(2):
             with mlflow.start_run(nested=True):
                 result = run_push(PushConfig(framework=fw, model_name=name), transformed[0],
-                                  model_dir, tmp_path / "int8", {"test_accuracy": 0.9},
-                                  tmp_path / f"isvc-{attempt}.yaml")
+                                  compressed.model_dir, compressed.exports,
+                                  {"test_accuracy": 0.9}, tmp_path / f"isvc-{attempt}.yaml")
             versions.append(result.version)
-    assert versions == ["1", "1"]
-    assert len(MlflowClient().search_model_versions(f"name = '{name}'")) == 1
+    assert earlier == "1" and versions == ["2", "2"]
+    client = MlflowClient()
+    assert len(client.search_model_versions(f"name = '{name}'")) == 2
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "2"
+    # the retry did not overwrite the rollback target with the champion itself
+    assert str(client.get_model_version_by_alias(name, "previous-champion").version) == "1"
 
 
-def test_rollback_swaps_champion_and_previous(trained: tuple[Framework, Path],
+def test_rollback_swaps_champion_and_previous(compressed: Compressed,
                                               transformed: tuple[Path, Path],
                                               tmp_path: Path) -> None:
     from components.errors import TwinflowError
     from components.push.core import rollback
 
-    fw, model_dir = trained
-    name = f"rollback-{fw.value}"
-    first = _push(fw, model_dir, transformed[0], tmp_path, name)
+    name = f"rollback-{compressed.framework.value}"
+    first = _push(compressed, transformed[0], tmp_path, name)
     with pytest.raises(TwinflowError, match="no 'champion' and 'previous-champion' pair"):
         rollback(name)
-    second = _push(fw, model_dir, transformed[0], tmp_path, name)
+    second = _push(compressed, transformed[0], tmp_path, name)
     assert rollback(name) == (first, second)
     client = MlflowClient()
     assert str(client.get_model_version_by_alias(name, "champion").version) == first
     assert rollback(name) == (second, first)  # undo
+
+
+def test_twinflow_rollback_command_moves_champion_back(
+        compressed: Compressed, transformed: tuple[Path, Path], store: str,
+        tmp_path: Path) -> None:
+    name = f"cli-rollback-{compressed.framework.value}"
+    first = _push(compressed, transformed[0], tmp_path, name)
+    second = _push(compressed, transformed[0], tmp_path, name)
+    done = subprocess.run([sys.executable, "-m", "pipelines.cli", "rollback", "--model", name],
+                          cwd=tmp_path, env=cli_env(tmp_path, store), capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    said = " ".join(done.stdout.split())  # rich may wrap the line
+    assert f"champion is now version {first} (previous-champion: version {second})" in said
+    client = MlflowClient()
+    assert str(client.get_model_version_by_alias(name, "champion").version) == first
+    assert str(client.get_model_version_by_alias(name, "previous-champion").version) == second

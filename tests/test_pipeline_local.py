@@ -86,6 +86,8 @@ def test_pipeline_registers_champion_then_refuses_a_worse_model(
     assert champion.tags["framework"] == framework
     assert float(champion.tags["test_accuracy"]) == pytest.approx(accuracy, abs=1e-5)
     assert champion.run_id == children["push"].info.run_id
+    assert champion.tags["compression_variant"] == (
+        children["compress"].data.params["compression_variant"])
 
     worse = _run(tmp_path, "--framework", framework, "--epochs", "1", "--learning-rate",
                  "0.0001", "--min-accuracy", "0")

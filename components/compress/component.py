@@ -5,9 +5,10 @@ from kfp.dsl import Dataset, Input, Model, Output
 from components.images import step_component
 
 
-def compress(parent_run_id: str, framework: str, data: Input[Dataset], model: Input[Model],
-             compressed: Output[Model]) -> None:
-    """Quantise the model to int8 and re-measure its accuracy."""
+def compress(parent_run_id: str, framework: str, max_accuracy_drop: float,
+             pruning_sparsity: float, data: Input[Dataset], model: Input[Model],
+             exports: Output[Model]) -> None:
+    """Build and measure the compression variants; write the exports directory."""
     from pathlib import Path
 
     from components.compress.core import run_compress
@@ -16,10 +17,12 @@ def compress(parent_run_id: str, framework: str, data: Input[Dataset], model: In
     from components.tracking import step_run
 
     with step_errors("compress"), step_run(parent_run_id, "compress", framework):
-        result = run_compress(CompressConfig(framework=framework), Path(data.path),
-                              Path(model.path), Path(compressed.path))
-        compressed.metadata.update({"size_ratio": result.size_ratio,
-                                    "int8_accuracy": result.int8_accuracy})
+        config = CompressConfig(framework=framework, max_accuracy_drop=max_accuracy_drop,
+                                pruning_sparsity=pruning_sparsity)
+        result = run_compress(config, Path(data.path), Path(model.path), Path(exports.path))
+        exports.metadata.update({"preferred": result.preferred, "variant": result.variant,
+                                 "size_ratio": result.size_ratio,
+                                 "int8_accuracy": result.int8_accuracy})
 
 
 compress_ops = {fw: step_component(compress, fw) for fw in ("torch", "tensorflow")}

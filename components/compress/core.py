@@ -1,86 +1,175 @@
-"""Compress: int8 post-training quantisation with the accuracy re-measured.
+"""Compress: a set of variants measured against the fp32 exports in one run, a gate that
+picks the best passing one, and an exports directory for push and the model server.
 
-PyTorch gets dynamic quantisation of its dense layers, TensorFlow a TFLite model
-with default (dynamic-range) optimisation. Sizes are compared within one
-serialisation format (TorchScript or TFLite, fp32 vs int8) so the ratio is the
-quantisation's alone.
+PyTorch: dynamic int8, FX static int8, pruning (TorchScript). TensorFlow: TFLite
+dynamic range, full int8, float16, tfmot pruning. Both: ONNX Runtime dynamic and
+static int8 of the ONNX export. The framework's variant builder is imported
+lazily, so a torch run never imports TensorFlow. See ``variants.select_best`` for
+what "best" means.
+
+The output directory is an exports directory (``components.export.manifest``):
+the fp32 exports, the chosen variant (the preferred entry; fp32 ONNX when none
+passes the gate) and ``compression.json`` with the whole table. Every shipped
+entry is reloaded in a fresh process and compared with the in-memory model.
 """
 
 from __future__ import annotations
 
+import importlib
+import json
 import logging
 import shutil
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import mlflow
 import numpy as np
 
-from components.config import CompressConfig
+from components.compress.report import log_report
+from components.compress.variants import (
+    Built,
+    Candidate,
+    Selection,
+    VariantResult,
+    measure,
+    select_best,
+)
+from components.config import CompressConfig, Framework
 from components.data.dataset import Split, read_arrays, read_metadata
+from components.export.manifest import ExportEntry, ExportManifest
+from components.export.verify import verify_exports
 from components.frameworks import get_adapter
 from components.frameworks.base import ModelSpec
 
 log = logging.getLogger(__name__)
+COMPRESSION_FILE = "compression.json"
+_VERIFY_ROWS = 64
 
 
 @dataclass(frozen=True)
 class CompressResult:
-    """Sizes and accuracies of the fp32 reference and the int8 model."""
+    """The chosen variant against its fp32 baseline, plus the whole table."""
 
+    variant: str  # "" when no variant passed the gate
     fp32_bytes: int
     int8_bytes: int
     fp32_accuracy: float
     int8_accuracy: float
+    results: list[VariantResult]
+    preferred: str
+    rejected: dict[str, str] = field(default_factory=dict)  # variant -> why the gate said no
 
     @property
     def size_ratio(self) -> float:
-        """int8 size as a fraction of fp32."""
+        """Chosen variant's size as a fraction of its fp32 baseline's."""
         return self.int8_bytes / self.fp32_bytes
 
 
 def run_compress(config: CompressConfig, data_dir: Path, model_dir: Path,
                  out_dir: Path) -> CompressResult:
-    """Quantise, re-measure test accuracy of both files, keep the int8 one in ``out_dir``."""
+    """Build and measure every variant, gate them, write the exports directory ``out_dir``."""
     meta = read_metadata(data_dir)
-    test = read_arrays(data_dir, Split.TEST, meta)
-    adapter = get_adapter(config.framework)
-    model = adapter.load_model(model_dir)
-    work = out_dir / "work"
-    fp32_path, int8_path = adapter.quantize(model, ModelSpec.load(model_dir), test.x[:100], work)
-    predictors = {p: adapter.load_quantized(p) for p in (fp32_path, int8_path)}
-    accuracy = {p: float((f(test.x).argmax(1) == test.y).mean()) for p, f in predictors.items()}
-    latency = {kind: latency_ms(predictors[p], test.x)
-               for kind, p in (("fp32", fp32_path), ("int8", int8_path))}
-    result = CompressResult(fp32_path.stat().st_size, int8_path.stat().st_size,
-                            accuracy[fp32_path], accuracy[int8_path])
-    final = out_dir / f"model_int8{int8_path.suffix}"
-    shutil.move(int8_path, final)
-    shutil.rmtree(work)
-    mlflow.log_params({"method": "dynamic-int8", "format": final.suffix.lstrip(".")})
-    mlflow.log_metrics({"fp32_bytes": result.fp32_bytes, "int8_bytes": result.int8_bytes,
-                        "size_ratio": result.size_ratio, "fp32_accuracy": result.fp32_accuracy,
-                        "int8_accuracy": result.int8_accuracy,
-                        "accuracy_drop": result.fp32_accuracy - result.int8_accuracy,
-                        **{f"latency_{q}_ms_{kind}": v for kind, qs in latency.items()
-                           for q, v in qs.items()}})
-    mlflow.log_artifact(str(final), artifact_path="compressed")
-    log.info("int8 model: %.2fx the fp32 size, accuracy %.4f -> %.4f", result.size_ratio,
-             result.fp32_accuracy, result.int8_accuracy)
+    train, test = read_arrays(data_dir, Split.TRAIN, meta), read_arrays(data_dir, Split.TEST, meta)
+    model = get_adapter(config.framework).load_model(model_dir)
+    spec = ModelSpec.load(model_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = out_dir.parent / f".{out_dir.name}-work"
+    try:
+        built = _builder(config.framework)(model, spec, train, config, out_dir, work)
+        results = [measure(c, test.x, test.y, config.latency_calls) for c in built.candidates]
+        selection = select_best(results, config.max_accuracy_drop)
+        manifest = _write_exports(built, results, selection, meta.features, meta.classes,
+                                  config, out_dir)
+        verify_exports(out_dir, _references(built, manifest, out_dir, test.x[:_VERIFY_ROWS]),
+                       test.x[:_VERIFY_ROWS], config.verify_atol)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result = _result(results, selection, manifest.preferred)
+    log_report(config, results, selection, result.variant)
+    _log_metrics(result, results)
     return result
 
 
-def latency_ms(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
-               calls: int = 200) -> dict[str, float]:
-    """Batch-1 CPU latency percentiles (ms) over ``calls`` single-row predictions."""
-    rows = [x[i % len(x)][None, :] for i in range(calls + 10)]
-    for row in rows[:10]:  # warm-up
-        predict(row)
-    times = []
-    for row in rows[10:]:
-        start = time.perf_counter()
-        predict(row)
-        times.append((time.perf_counter() - start) * 1000)
-    return {"p50": float(np.percentile(times, 50)), "p99": float(np.percentile(times, 99))}
+def _builder(framework: Framework) -> Callable[..., Built]:
+    """The framework's ``build_variants``, imported only when needed."""
+    name = "torch_variants" if Framework(framework) is Framework.TORCH else "tf_variants"
+    module = importlib.import_module(f"components.compress.{name}")
+    return cast(Callable[..., Built], module.build_variants)
+
+
+def _write_exports(built: Built, results: list[VariantResult], selection: Selection,
+                   features: list[str], classes: list[str], config: CompressConfig,
+                   out_dir: Path) -> ExportManifest:
+    """Manifest of the fp32 exports plus the chosen variant (moved into ``out_dir``)."""
+    sizes = {r.name: r.bytes for r in results}
+    entries = {c.name: _entry(c, c.path.relative_to(out_dir), sizes[c.name])
+               for c in built.candidates if c.variant == "fp32"}
+    preferred = "onnx"
+    if selection.best is not None:
+        chosen = next(c for c in built.candidates if c.name == selection.best.name)
+        target = out_dir / chosen.path.name
+        shutil.move(chosen.path, target)
+        entries[chosen.name] = _entry(chosen, Path(target.name), sizes[chosen.name])
+        preferred = chosen.name
+    manifest = ExportManifest(framework=Framework(config.framework).value,
+                              features=features, classes=classes, entries=entries,
+                              preferred=preferred)
+    manifest.save(out_dir)
+    table = {"max_accuracy_drop": config.max_accuracy_drop, "chosen": preferred,
+             "passed": selection.best is not None, "rejected": selection.rejected,
+             "variants": [r.row() for r in results]}
+    (out_dir / COMPRESSION_FILE).write_text(json.dumps(table, indent=2), encoding="utf-8")
+    return manifest
+
+
+def _entry(candidate: Candidate, path: Path, size: int) -> ExportEntry:
+    return ExportEntry(format=candidate.format, path=path.as_posix(), variant=candidate.variant,
+                       bytes=size)
+
+
+def _references(built: Built, manifest: ExportManifest, out_dir: Path,
+                x: np.ndarray) -> dict[str, np.ndarray]:
+    """In-memory predictions per shipped entry: the fp32 model for the fp32 exports; for
+    the chosen variant, the file as loaded and measured in this process."""
+    from components.export.runtime import load_predictor
+
+    fp32 = built.reference(x)
+    return {name: fp32 if entry.variant == "fp32"
+            else load_predictor(entry.format, out_dir / entry.path)(x)
+            for name, entry in manifest.entries.items()}
+
+
+def _result(results: list[VariantResult], selection: Selection, preferred: str) -> CompressResult:
+    by_name = {r.name: r for r in results}
+    chosen = selection.best or by_name[preferred]
+    base = by_name.get(chosen.baseline, chosen)
+    return CompressResult(chosen.name if selection.best else "", base.bytes, chosen.bytes,
+                          base.accuracy, chosen.accuracy, results, preferred, selection.rejected)
+
+
+def _log_metrics(result: CompressResult, results: list[VariantResult]) -> None:
+    """Metrics the compare step reads (``int8_*`` = the chosen variant) plus every row's."""
+    by_name = {r.name: r for r in results}
+    chosen = by_name[result.preferred]
+    base = by_name.get(chosen.baseline, chosen)
+    metrics = {"fp32_bytes": result.fp32_bytes, "int8_bytes": result.int8_bytes,
+               "size_ratio": result.size_ratio, "fp32_accuracy": result.fp32_accuracy,
+               "int8_accuracy": result.int8_accuracy,
+               "accuracy_drop": result.fp32_accuracy - result.int8_accuracy,
+               "compression_passed": float(bool(result.variant))}
+    for kind, row in (("fp32", base), ("int8", chosen)):
+        metrics |= {f"latency_p50_ms_{kind}": row.p50_b1_ms,
+                    f"latency_p99_ms_{kind}": row.p99_b1_ms,
+                    f"latency_p50_ms_b64_{kind}": row.p50_b64_ms,
+                    f"latency_p99_ms_b64_{kind}": row.p99_b64_ms}
+    for r in results:
+        metrics |= {f"{r.name}.bytes": r.bytes, f"{r.name}.accuracy": r.accuracy,
+                    f"{r.name}.p50_b1_ms": r.p50_b1_ms, f"{r.name}.p50_b64_ms": r.p50_b64_ms}
+    mlflow.log_metrics(metrics)
+    mlflow.log_params({"compression_variant": result.variant or "none",
+                       "exported_formats": ",".join(sorted({r.format for r in results}))})
+    log.info("chosen variant %s: %.2fx the fp32 size, accuracy %.4f -> %.4f",
+             result.variant or "none (fp32 ONNX)", result.size_ratio, result.fp32_accuracy,
+             result.int8_accuracy)

@@ -6,7 +6,7 @@ from components.images import step_component
 
 
 def push(parent_run_id: str, framework: str, model_name: str, namespace: str,
-         data: Input[Dataset], model: Input[Model], compressed: Input[Model],
+         data: Input[Dataset], model: Input[Model], exports: Input[Model],
          metrics: Input[Metrics], manifest: Output[Artifact]) -> str:
     """Register the model, move `champion`, write the InferenceService; returns the version."""
     import json
@@ -20,7 +20,7 @@ def push(parent_run_id: str, framework: str, model_name: str, namespace: str,
     with step_errors("push"), step_run(parent_run_id, "push", framework):
         config = PushConfig(framework=framework, model_name=model_name, namespace=namespace)
         values = json.loads(Path(metrics.path).read_text(encoding="utf-8"))
-        result = run_push(config, Path(data.path), Path(model.path), Path(compressed.path),
+        result = run_push(config, Path(data.path), Path(model.path), Path(exports.path),
                           values, Path(manifest.path))
         manifest.metadata.update({"model_name": result.model_name, "version": result.version})
         return result.version

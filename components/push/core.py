@@ -8,6 +8,7 @@ from a failed or rejected run.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +18,12 @@ import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from components.compress.core import COMPRESSION_FILE
 from components.config import PushConfig, model_name_for
 from components.data.dataset import DatasetMetadata, Split, read_arrays, read_metadata
-from components.errors import TwinflowError
+from components.errors import DataError, TwinflowError
 from components.evaluate.core import ACCURACY_TAG
+from components.export.manifest import EXPORTS_ARTIFACT_PATH, ExportManifest
 from components.frameworks import get_adapter
 from components.push.serving import inference_service
 
@@ -37,19 +40,22 @@ class PushResult:
     manifest: Path
 
 
-def run_push(config: PushConfig, data_dir: Path, model_dir: Path, compressed_dir: Path,
+def run_push(config: PushConfig, data_dir: Path, model_dir: Path, exports_dir: Path,
              metrics: dict[str, float], manifest_path: Path) -> PushResult:
     """Register the model from ``model_dir`` and make it the champion.
 
-    The int8 variant from ``compressed_dir`` is kept beside it in the same run.
+    The exports directory from compress (fp32 exports and the chosen compressed
+    variant, see components.export.manifest) is logged beside it in the same run
+    under ``exports/``; the version is tagged with the preferred variant.
     """
     meta = read_metadata(data_dir)
+    exports = _check_exports(exports_dir, config)
     name = model_name_for(config.model_name, meta.name, config.framework)
     pipeline_run = _pipeline_run()
     version = _existing_version(name, pipeline_run)
     if version is None:
-        version = _register(config, name, meta, data_dir, model_dir, compressed_dir, metrics,
-                            pipeline_run)
+        version = _register(config, name, meta, data_dir, model_dir, exports_dir,
+                            {**metrics, **_compression_tags(exports_dir, exports)}, pipeline_run)
     else:
         log.info("%s version %s already holds pipeline run %s; not registering again",
                  name, version, pipeline_run)
@@ -65,19 +71,44 @@ def run_push(config: PushConfig, data_dir: Path, model_dir: Path, compressed_dir
     return PushResult(name, version, manifest_path)
 
 
+def _check_exports(exports_dir: Path, config: PushConfig) -> ExportManifest:
+    """The exports directory's manifest, checked before anything is registered."""
+    manifest = ExportManifest.load(exports_dir)
+    if manifest.framework != config.framework.value:
+        raise DataError(f"{exports_dir}: exports of framework '{manifest.framework}', "
+                        f"pushing '{config.framework.value}'")
+    return manifest
+
+
+def _compression_tags(exports_dir: Path, manifest: ExportManifest) -> dict[str, str]:
+    """Version tags of the preferred export: its variant, format, size and test accuracy."""
+    entry = manifest.entries[manifest.preferred]
+    tags = {"compression_variant": manifest.preferred if entry.variant != "fp32" else "none",
+            "compression_format": entry.format.value, "compression_bytes": str(entry.bytes)}
+    table = exports_dir / COMPRESSION_FILE
+    if table.is_file():
+        rows = json.loads(table.read_text(encoding="utf-8")).get("variants", [])
+        row = next((r for r in rows if r.get("name") == manifest.preferred), None)
+        if row is not None:
+            tags["compression_accuracy"] = f"{row['accuracy']:.6g}"
+    return tags
+
+
 def _register(config: PushConfig, name: str, meta: DatasetMetadata, data_dir: Path,
-              model_dir: Path, compressed_dir: Path, metrics: dict[str, float],
+              model_dir: Path, exports_dir: Path, extra: dict[str, float | str],
               pipeline_run: str) -> str:
-    """Log the model with its flavor and create a registry version; return the version."""
+    """Log the model with its flavor and the exports; create a registry version."""
     tags = {"framework": config.framework.value, "dataset": meta.name,
             "dataset_digest": meta.digest, PIPELINE_RUN_TAG: pipeline_run,
-            **{k: f"{v:.6g}" for k, v in metrics.items() if k.startswith("test_")}}
+            **{k: f"{v:.6g}" for k, v in extra.items()
+               if k.startswith("test_") and not isinstance(v, str)},
+            **{k: v for k, v in extra.items() if isinstance(v, str)}}
     if ACCURACY_TAG not in tags:
         raise ValueError(f"push needs the '{ACCURACY_TAG}' metric from evaluate")
     adapter = get_adapter(config.framework)
     sample = read_arrays(data_dir, Split.TEST, meta).x[:5]
     model_uri = adapter.log_model(adapter.load_model(model_dir), "model", sample)
-    mlflow.log_artifacts(str(compressed_dir), artifact_path="compressed")
+    mlflow.log_artifacts(str(exports_dir), artifact_path=EXPORTS_ARTIFACT_PATH)
     return str(mlflow.register_model(model_uri, name, tags=tags).version)
 
 

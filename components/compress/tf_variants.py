@@ -1,0 +1,106 @@
+"""TensorFlow compression variants: fp32 SavedModel/TFLite/ONNX exports, TFLite dynamic
+range, full int8 and float16, tfmot pruning, and ONNX Runtime int8 of the ONNX export."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from components.compress.onnx_variants import onnx_candidates
+from components.compress.variants import Built, Candidate
+from components.config import CompressConfig
+from components.data.dataset import ArraySplit
+from components.export.manifest import ExportFormat
+from components.export.tf_export import export_onnx, export_savedmodel, export_tflite
+from components.frameworks.base import ModelSpec
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import tensorflow as tf
+import tf_keras as keras
+
+log = logging.getLogger(__name__)
+_FINETUNE_LR = 1e-3
+_FINETUNE_BATCH = 32
+
+
+def build_variants(model: keras.Model, spec: ModelSpec, train: ArraySplit,
+                   config: CompressConfig, out_dir: Path, work: Path) -> Built:
+    """fp32 exports into ``out_dir`` (they ship), compressed candidates into ``work``."""
+    n = spec.n_features
+    saved = Candidate("savedmodel", ExportFormat.SAVEDMODEL,
+                      export_savedmodel(model, n, out_dir / "savedmodel"))
+    lite = Candidate("tflite", ExportFormat.TFLITE,
+                     export_tflite(model, n, out_dir / "model.tflite"))
+    onnx = Candidate("onnx", ExportFormat.ONNX, export_onnx(model, n, out_dir / "model.onnx"))
+    calibration = train.x[:config.calibration_rows]
+
+    def dynamic_range(c: tf.lite.TFLiteConverter) -> None:
+        c.optimizations = [tf.lite.Optimize.DEFAULT]
+
+    def full_int8(c: tf.lite.TFLiteConverter) -> None:
+        c.optimizations = [tf.lite.Optimize.DEFAULT]
+        c.representative_dataset = lambda: _representative(calibration)
+        c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]  # float32 in/out
+
+    def float16(c: tf.lite.TFLiteConverter) -> None:
+        c.optimizations = [tf.lite.Optimize.DEFAULT]
+        c.target_spec.supported_types = [tf.float16]
+
+    pruned, zeros = pruned_copy(model, train, config)
+    candidates = [
+        saved, lite, onnx,
+        Candidate("tflite_dynamic_int8", ExportFormat.TFLITE,
+                  export_tflite(model, n, work / "tflite_dynamic_int8.tflite", dynamic_range),
+                  "dynamic_int8", lite.name, "dynamic-range: int8 weights, float activations"),
+        Candidate("tflite_int8", ExportFormat.TFLITE,
+                  export_tflite(model, n, work / "tflite_int8.tflite", full_int8), "static_int8",
+                  lite.name, f"full int8, {len(calibration)} representative rows, float32 I/O"),
+        Candidate("tflite_float16", ExportFormat.TFLITE,
+                  export_tflite(model, n, work / "tflite_float16.tflite", float16), "float16",
+                  lite.name, "float16 weights"),
+        Candidate("tflite_pruned", ExportFormat.TFLITE,
+                  export_tflite(pruned, n, work / "tflite_pruned.tflite"), "pruned", lite.name,
+                  f"{zeros:.0%} zero weights, dense storage "
+                  f"({config.finetune_epochs} fine-tune epochs)"),
+        *onnx_candidates(onnx, calibration, work),
+    ]
+    return Built(candidates, reference=lambda x: logits(model, x))
+
+
+def logits(model: keras.Model, x: np.ndarray) -> np.ndarray:
+    """The in-memory model's output."""
+    return np.asarray(model(np.ascontiguousarray(x, np.float32), training=False))
+
+
+def _representative(rows: np.ndarray) -> Iterator[list[np.ndarray]]:
+    for row in rows:
+        yield [row[None, :].astype(np.float32)]
+
+
+def pruned_copy(model: keras.Model, train: ArraySplit,
+                config: CompressConfig) -> tuple[keras.Model, float]:
+    """tfmot magnitude pruning at constant ``pruning_sparsity`` with a short fine-tune, then
+    ``strip_pruning``; returns the model and its fraction of zero kernel weights."""
+    import tensorflow_model_optimization as tfmot
+
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    schedule = tfmot.sparsity.keras.ConstantSparsity(config.pruning_sparsity, begin_step=0,
+                                                     frequency=1)
+    pruned = tfmot.sparsity.keras.prune_low_magnitude(clone, pruning_schedule=schedule)
+    pruned.compile(optimizer=keras.optimizers.Adam(_FINETUNE_LR),
+                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    # One step applies the masks even with no fine-tune epochs.
+    epochs = max(config.finetune_epochs, 1)
+    steps = None if config.finetune_epochs else 1
+    pruned.fit(train.x, train.y, batch_size=_FINETUNE_BATCH, epochs=epochs, steps_per_epoch=steps,
+               verbose=0, shuffle=True, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+    stripped = tfmot.sparsity.keras.strip_pruning(pruned)
+    kernels = [w for layer in stripped.layers for w in layer.get_weights()[:1] if w.ndim > 1]
+    zeros = sum(int((k == 0).sum()) for k in kernels) / max(sum(k.size for k in kernels), 1)
+    return stripped, float(zeros)

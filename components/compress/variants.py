@@ -1,0 +1,161 @@
+"""Compression variants: one result type, their measurement, the gate, the table.
+
+Every variant is a file in one of the export formats. Each is measured on the
+same test rows in the same process: size on disk (and gzip size, which is where
+pruning's zeros show), test accuracy, and CPU latency p50/p99 at batch 1 and 64.
+A variant is compared with the fp32 export of its own format (its ``baseline``),
+so a ratio is the compression's alone, not a change of runtime.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import logging
+import shutil
+import tarfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from components.export.manifest import ExportFormat
+from components.export.runtime import Predict, load_predictor
+
+log = logging.getLogger(__name__)
+FP32 = "fp32"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A written variant, before measurement."""
+
+    name: str
+    format: ExportFormat
+    path: Path
+    variant: str = FP32
+    baseline: str = ""  # name of the fp32 candidate of the same format ("" for fp32 itself)
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Built:
+    """What a framework's variant builder returns: the candidates (fp32 exports first)
+    and the in-memory fp32 model's predict function, the reference for reloads."""
+
+    candidates: list[Candidate]
+    reference: Predict
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VariantResult:
+    """One row of the compression table."""
+
+    name: str
+    format: str
+    variant: str
+    baseline: str
+    bytes: int
+    gzip_bytes: int
+    accuracy: float
+    p50_b1_ms: float
+    p99_b1_ms: float
+    p50_b64_ms: float
+    p99_b64_ms: float
+    note: str = ""
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def is_fp32(self) -> bool:
+        """An fp32 reference row rather than a compressed variant."""
+        return self.variant == FP32
+
+    def row(self) -> dict[str, object]:
+        """The table row (flat, for mlflow.log_table and printing)."""
+        out = asdict(self)
+        out.pop("extra")
+        return out
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The gate's verdict: the chosen variant (None if none passed) and why each failed."""
+
+    best: VariantResult | None
+    rejected: dict[str, str]
+
+
+def select_best(results: Sequence[VariantResult], max_accuracy_drop: float) -> Selection:
+    """Pick the best compressed variant whose accuracy drop passes the gate.
+
+    The drop is measured against the variant's own fp32 baseline. "Best" is the
+    fastest batch-1 p50 among passing variants, ties broken by the smaller
+    file: batch-1 latency is what an online model server pays per request, and
+    every passing variant is already accurate enough.
+    """
+    by_name = {r.name: r for r in results}
+    passing, rejected = [], {}
+    for r in results:
+        if r.is_fp32:
+            continue
+        base = by_name.get(r.baseline)
+        if base is None:
+            rejected[r.name] = f"no fp32 baseline '{r.baseline}'"
+            continue
+        drop = base.accuracy - r.accuracy
+        if drop > max_accuracy_drop:
+            rejected[r.name] = f"accuracy drop {drop:.4f} > {max_accuracy_drop:.4f}"
+        else:
+            passing.append(r)
+    best = min(passing, key=lambda r: (r.p50_b1_ms, r.bytes), default=None)
+    return Selection(best, rejected)
+
+
+def measure(candidate: Candidate, x: np.ndarray, y: np.ndarray, calls: int,
+            predict: Predict | None = None) -> VariantResult:
+    """Size, accuracy and single-threaded latency of one candidate (its format's runtime)."""
+    predict = predict or load_predictor(candidate.format, candidate.path, threads=1)
+    accuracy = float((predict(x).argmax(1) == y).mean())
+    b1 = latency_ms(predict, x, 1, calls)
+    b64 = latency_ms(predict, x, 64, max(calls // 4, 5))
+    size = path_bytes(candidate.path)
+    return VariantResult(candidate.name, candidate.format.value, candidate.variant,
+                         candidate.baseline, size, gzip_bytes(candidate.path), accuracy,
+                         b1["p50"], b1["p99"], b64["p50"], b64["p99"], candidate.note)
+
+
+def latency_ms(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray, batch: int,
+               calls: int) -> dict[str, float]:
+    """CPU latency percentiles (ms) of ``calls`` predictions of ``batch`` rows, after warm-up."""
+    batches = [np.take(x, range(i * batch, (i + 1) * batch), axis=0, mode="wrap")
+               for i in range(calls + 5)]
+    for b in batches[:5]:
+        predict(b)
+    times = []
+    for b in batches[5:]:
+        start = time.perf_counter()
+        predict(b)
+        times.append((time.perf_counter() - start) * 1000)
+    return {"p50": float(np.percentile(times, 50)), "p99": float(np.percentile(times, 99))}
+
+
+def path_bytes(path: Path) -> int:
+    """Size of a file, or of all files under a directory (a SavedModel)."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def gzip_bytes(path: Path) -> int:
+    """Size after gzip (a tar of a directory): zeroed weights compress, dense ones barely."""
+    buffer = io.BytesIO()
+    if path.is_dir():
+        with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+            tar.add(path, arcname=path.name)
+        return buffer.tell()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz, path.open("rb") as src:
+        shutil.copyfileobj(src, gz)
+    return buffer.tell()

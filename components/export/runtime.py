@@ -1,0 +1,110 @@
+"""Load any exported file as a predict function (float32 rows in, logits out).
+
+One loader per :class:`ExportFormat`, each importing only its own runtime, so
+measuring an ONNX file never imports TensorFlow and a TorchScript file never
+imports onnxruntime. The compress step measures variants with these loaders and
+the fresh-process check (:mod:`components.export.verify`) reloads with them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from components.errors import DataError
+from components.export.manifest import ExportFormat
+
+Predict = Callable[[np.ndarray], np.ndarray]
+
+
+def load_predictor(fmt: ExportFormat | str, path: Path, threads: int | None = None) -> Predict:
+    """A function mapping a float32 matrix to the model's output (logits) for ``path``.
+
+    ``threads`` caps the runtime's intra-op threads (None = its default). The
+    compress step measures with one thread: on a shared CPU, runtimes that each
+    grab every core (and onnxruntime's spinning workers) distort each other.
+    """
+    loaders: dict[ExportFormat, Callable[[Path, int | None], Predict]] = {
+        ExportFormat.ONNX: _onnx, ExportFormat.TORCHSCRIPT: _torchscript,
+        ExportFormat.SAVEDMODEL: _savedmodel, ExportFormat.TFLITE: _tflite,
+    }
+    if not path.exists():
+        raise DataError(f"{path}: exported {fmt} model not found")
+    return loaders[ExportFormat(fmt)](path, threads)
+
+
+def _onnx(path: Path, threads: int | None) -> Predict:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = options.inter_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        return np.asarray(session.run(None, {name: np.ascontiguousarray(x, np.float32)})[0])
+
+    return predict
+
+
+def _torchscript(path: Path, threads: int | None) -> Predict:
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)  # process-wide: torch has no per-module setting
+    module = torch.jit.load(str(path)).eval()
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return module(torch.from_numpy(np.ascontiguousarray(x, np.float32))).numpy()
+
+    return predict
+
+
+def _savedmodel(path: Path, threads: int | None) -> Predict:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    if threads:
+        with contextlib.suppress(RuntimeError):  # only possible before TF's first op here
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+    loaded = tf.saved_model.load(str(path))
+    signature = loaded.signatures["serving_default"]
+    arg = next(iter(signature.structured_input_signature[1]))
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        out = signature(**{arg: tf.constant(np.ascontiguousarray(x, np.float32))})
+        return np.asarray(next(iter(out.values())))
+
+    predict.keepalive = loaded  # type: ignore[attr-defined]  # the signature needs its object
+    return predict
+
+
+def _tflite(path: Path, threads: int | None) -> Predict:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tf.lite.Interpreter deprecation notice
+        interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=threads)
+    inp = interpreter.get_input_details()[0]
+    out = interpreter.get_output_details()[0]
+    shape: list[int] = []
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, np.float32)
+        if list(x.shape) != shape:  # re-allocate only when the batch size changes
+            interpreter.resize_tensor_input(inp["index"], list(x.shape))
+            interpreter.allocate_tensors()
+            shape[:] = list(x.shape)
+        interpreter.set_tensor(inp["index"], x)
+        interpreter.invoke()
+        return np.array(interpreter.get_tensor(out["index"]))
+
+    return predict
