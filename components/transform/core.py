@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from sklearn.preprocessing import StandardScaler
 
 from components.data.dataset import DatasetMetadata, Split, read_frame, read_metadata, write_dataset
+from components.errors import DataError
 
 log = logging.getLogger(__name__)
 PARAMS_FILE = "transform.json"
@@ -45,6 +46,8 @@ def run_transform(data_dir: Path, out_dir: Path, params_path: Path) -> Transform
     """Fit on train, transform every split, write splits and parameters."""
     meta = read_metadata(data_dir)
     frames = {s: read_frame(data_dir, s) for s in Split}
+    for split, frame in frames.items():
+        _check_features(frame, meta, f"{data_dir} ({split.value})")
     params = fit(frames[Split.TRAIN], meta)
     out = {s: _apply(params, f, meta) for s, f in frames.items()}
     write_dataset(out_dir, out, meta)
@@ -53,6 +56,19 @@ def run_transform(data_dir: Path, out_dir: Path, params_path: Path) -> Transform
     mlflow.log_artifact(str(params_path))
     log.info("standardised %d features of %s", len(meta.features), meta.name)
     return params
+
+
+def _check_features(frame: pd.DataFrame, meta: DatasetMetadata, where: str) -> None:
+    """The standardiser needs finite numbers: name the columns that are not."""
+    non_numeric = [c for c in meta.features if not pd.api.types.is_numeric_dtype(frame[c])]
+    if non_numeric:
+        raise DataError(f"{where}: non-numeric feature columns {non_numeric[:10]}; "
+                        "categorical features are not supported by the transform yet")
+    bad = ~np.isfinite(frame[meta.features].to_numpy(dtype=np.float64))
+    if bad.any():
+        cols = [meta.features[i] for i in np.flatnonzero(bad.any(axis=0))][:10]
+        raise DataError(f"{where}: missing or infinite values in feature columns {cols}; "
+                        "imputation is not supported by the transform yet")
 
 
 def fit(train: pd.DataFrame, meta: DatasetMetadata) -> TransformParams:
