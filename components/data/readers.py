@@ -40,6 +40,17 @@ class BadRows:
     skip: bool
     count: int = 0
     sample: list[dict[str, str]] = field(default_factory=list)
+    parser_skipped: list[int] = field(default_factory=list)
+
+    def line_of(self, row_line: int) -> int:
+        """Physical line of a row counted among delivered rows (parser-skipped lines added).
+
+        Quoted fields spanning lines are not accounted for.
+        """
+        for skipped in sorted(self.parser_skipped):
+            if skipped <= row_line:
+                row_line += 1
+        return row_line
 
     def reject(self, path: str, line: int | None, reason: str, text: str = "") -> None:
         """Record one bad row, or raise if bad rows are fatal."""
@@ -114,16 +125,18 @@ def _csv_batches(path: str, *, options: CsvOptions, batch_rows: int,
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
         """Called by pyarrow's parser; exceptions raised here would be swallowed."""
+        line = _find_line(path, options, lambda n, text: text == row.text
+                          and n not in bad.parser_skipped)
         try:
-            bad.reject(path, _find_line(path, options, lambda _n, text: text == row.text),
-                       f"expected {row.expected_columns} fields, got {row.actual_columns}",
-                       row.text)
+            bad.reject(path, line, f"expected {row.expected_columns} fields, "
+                                   f"got {row.actual_columns}", row.text)
+            bad.parser_skipped.append(line or 0)
         except DataError as err:
             failed.append(err)
             return "error"
         return "skip"
 
-    read = pacsv.ReadOptions(encoding=options.encoding, block_size=max(1 << 20, batch_rows * 64),
+    read = pacsv.ReadOptions(encoding=options.encoding, block_size=max(1 << 14, batch_rows * 64),
                              autogenerate_column_names=not options.header)
     parse = pacsv.ParseOptions(delimiter=options.delimiter, quote_char=options.quotechar,
                                invalid_row_handler=on_invalid)
@@ -227,7 +240,7 @@ def _json_batches(path: str, *, batch_rows: int, **_: object) -> Iterator[pa.Rec
 
     try:
         reader = pajson.open_json(path, read_options=pajson.ReadOptions(
-            block_size=max(1 << 20, batch_rows * 64)))
+            block_size=max(1 << 14, batch_rows * 64)))
         yield from reader
     except pa.ArrowInvalid as err:
         raise DataError(f"{path}: cannot be read as JSON Lines: {err}") from None

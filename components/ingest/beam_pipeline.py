@@ -112,7 +112,7 @@ class ReadAndSplit(beam.DoFn):  # type: ignore[misc]
         if label.null_count:
             first = self.plan.csv.header + 1 if self.plan.fmt == "csv" else 1
             for i in np.flatnonzero(label.is_null().to_numpy(zero_copy_only=False)):
-                bad.reject(path, offset + int(i) + first,
+                bad.reject(path, bad.line_of(offset + int(i) + first),
                            f"label column '{self.plan.label}' is missing")
             out = out.filter(label.is_valid())
         return out
