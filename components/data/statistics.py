@@ -89,10 +89,13 @@ class NumericAcc:
     def add(self, array: pa.Array) -> None:
         """Add one column of a batch."""
         values = array.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-        ok = values[~np.isnan(values)]
+        nan = np.isnan(values)
+        ok = values[~nan] if nan.any() else values
         self.missing += len(values) - len(ok)
         if len(ok):
-            self._combine(len(ok), float(ok.mean()), float(((ok - ok.mean()) ** 2).sum()))
+            mean = float(ok.mean())
+            centred = ok - mean
+            self._combine(len(ok), mean, float(np.dot(centred, centred)))
             self.min, self.max = min(self.min, float(ok.min())), max(self.max, float(ok.max()))
             self.sketch.add(ok)
 

@@ -121,13 +121,13 @@ class ReadAndSplit(beam.DoFn):  # type: ignore[misc]
                 counters: dict[str, int]) -> np.ndarray:
         """0/1/2 = train/val/test for each row; see :func:`split_codes`."""
         plan = self.plan
-        labels = batch.column(plan.label).to_numpy(zero_copy_only=False)
+        labels = batch.column(plan.label)
         keys = (batch.column(plan.key_column).cast(pa.string()).to_numpy(zero_copy_only=False)
                 if plan.split_method == "hash" else None)
         return split_codes(labels, keys, index, offset, counters, plan)
 
 
-def split_codes(labels: np.ndarray, keys: np.ndarray | None, file_index: int, offset: int,
+def split_codes(labels: pa.Array, keys: np.ndarray | None, file_index: int, offset: int,
                 counters: dict[str, int], plan: IngestPlan) -> np.ndarray:
     """Seeded split of one batch into train (0), val (1) and test (2).
 
@@ -143,20 +143,31 @@ def split_codes(labels: np.ndarray, keys: np.ndarray | None, file_index: int, of
     if keys is not None:
         u = _unit(pd.util.hash_array(keys.astype(object), hash_key=hash_key))
     elif plan.stratify:
-        frame = pd.Series(labels)
-        base = frame.map(lambda c: counters.get(c, 0)).to_numpy(dtype=np.float64)
-        k = base + frame.groupby(frame, sort=False).cumcount().to_numpy(dtype=np.float64)
-        for c, n in frame.value_counts().items():
-            counters[c] = counters.get(c, 0) + int(n)
-        names = np.array([f"{file_index}\x1f{c}" for c in labels], dtype=object)
-        start = _unit(pd.util.hash_array(names, hash_key=hash_key))
-        u = np.modf(start + k * _PHI)[0]
+        u = _stratified_unit(labels, file_index, counters, hash_key)
     else:
         rows = (np.uint64(file_index) << np.uint64(40)) + np.arange(
             offset, offset + len(labels), dtype=np.uint64)
         u = _unit(pd.util.hash_array(rows, hash_key=hash_key))
     val, test = plan.fractions
     return np.where(u < 1.0 - val - test, 0, np.where(u < 1.0 - test, 1, 2))
+
+
+def _stratified_unit(labels: pa.Array, file_index: int, counters: dict[str, int],
+                     hash_key: str) -> np.ndarray:
+    """frac(h(seed, file, class) + k * golden ratio), k = the row's rank within its class."""
+    encoded = labels.dictionary_encode()
+    classes = [str(c) for c in encoded.dictionary.to_pylist()]
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    order = np.argsort(codes, kind="stable")
+    starts = np.searchsorted(codes[order], np.arange(len(classes)))
+    rank = np.empty(len(codes), dtype=np.float64)
+    rank[order] = np.arange(len(codes)) - starts[codes[order]]
+    base = np.array([counters.get(c, 0) for c in classes], dtype=np.float64)
+    for c, n in zip(classes, np.bincount(codes, minlength=len(classes)), strict=True):
+        counters[c] = counters.get(c, 0) + int(n)
+    names = np.array([f"{file_index}\x1f{c}" for c in classes], dtype=object)
+    start = _unit(pd.util.hash_array(names, hash_key=hash_key))
+    return np.modf(start[codes] + (base[codes] + rank) * _PHI)[0]
 
 
 def _unit(hashes: np.ndarray) -> np.ndarray:

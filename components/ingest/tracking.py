@@ -34,7 +34,7 @@ SCHEMA_TAG = "twinflow.schema_for"
 STATS_FILE = "statistics.json"
 STATS_HTML = "statistics.html"
 ANOMALIES_FILE = "anomalies.json"
-SAMPLE_ROWS = 1000
+SAMPLE_ROWS = 100
 
 
 def previous_schema(source: str, name: str) -> DataSchema | None:
