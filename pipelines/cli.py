@@ -61,6 +61,10 @@ def run(
                       ] = False,
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
+    ingest_options: Annotated[str, typer.Option(
+        help='Ingest settings as JSON, e.g. {"bad_rows": "skip", "split_method": "hash", '
+             '"key_column": "id", "csv": {"delimiter": ";"}, "runner": "FlinkRunner", '
+             '"pipeline_options": {"flink_master": "host:8081"}}')] = "{}",
     model_name: Annotated[str, typer.Option(help="Registered model name.")] = "",
     min_accuracy: float = 0.5,
     tolerance: float = 0.0,
@@ -79,6 +83,7 @@ def run(
                      workers=workers, precision=precision, resume=resume,
                      checkpoint_root=str(_checkpoint_root(experiment, data)),
                      val_fraction=val_fraction, test_fraction=test_fraction,
+                     ingest_options=ingest_options,
                      model_name=model_name, min_accuracy=min_accuracy, tolerance=tolerance,
                      prefer=prefer, experiment=experiment)
     uri = tracking_uri or get_settings().resolved_tracking_uri()

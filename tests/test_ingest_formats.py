@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -12,7 +13,7 @@ import pandas as pd
 import pytest
 
 from components.config import CsvOptions, IngestConfig
-from components.data.dataset import Split, read_frame, read_metadata
+from components.data.dataset import DatasetMetadata, Split, read_frame, read_metadata
 from components.errors import DataError
 from components.ingest.beam_pipeline import pipeline_options
 from components.ingest.core import run_ingest
@@ -30,11 +31,11 @@ def _all_rows(out: Path) -> pd.DataFrame:
     return pd.concat([read_frame(out, s) for s in Split]).sort_values("id").reset_index(drop=True)
 
 
-def _ingest(source: Path | str, out: Path, **kw: object) -> tuple[object, pd.DataFrame]:
+def _ingest(source: Path | str, out: Path, **kw: Any) -> tuple[DatasetMetadata, pd.DataFrame]:
     kw.setdefault("label", "y")
     kw.setdefault("schema_source", "none")
     with mlflow.start_run(nested=True):
-        meta = run_ingest(IngestConfig(source=str(source), **kw), out)  # type: ignore[arg-type]
+        meta = run_ingest(IngestConfig(source=str(source), **kw), out)
     return meta, _all_rows(out)
 
 
@@ -124,8 +125,8 @@ def test_mnist_idx(tmp_path: Path, active_run: mlflow.ActiveRun) -> None:
                                    schema_source="none"), tmp_path / "out")
     assert meta.image_shape == [3, 3, 1] and meta.classes == ["0", "1", "2"]
     rows = pd.concat([read_frame(tmp_path / "out", s) for s in Split])
-    got = {tuple(r[:-1].astype(int)) + (r[-1],) for r in rows.to_numpy()}
-    assert got == {tuple(i.ravel()) + (str(lab),) for i, lab in zip(images, labels, strict=True)}
+    got = {(*r[:-1].astype(int), r[-1]) for r in rows.to_numpy()}
+    assert got == {(*i.ravel(), str(lab)) for i, lab in zip(images, labels, strict=True)}
 
 
 def test_bad_idx_header(tmp_path: Path, active_run: mlflow.ActiveRun) -> None:
@@ -139,7 +140,7 @@ def test_stratified_random_split_is_exact_per_class(tmp_path: Path,
                                                     active_run: mlflow.ActiveRun) -> None:
     frame = _frame(300)
     frame.to_parquet(tmp_path / "s.parquet")
-    _, a = _ingest(tmp_path / "s.parquet", tmp_path / "a", val_fraction=0.2, test_fraction=0.1)
+    _ingest(tmp_path / "s.parquet", tmp_path / "a", val_fraction=0.2, test_fraction=0.1)
     counts = pd.concat({s.value: read_frame(tmp_path / "a", s)["y"].value_counts()
                         for s in Split}, axis=1)
     assert (abs(counts["train"] - 70) <= 1).all() and (abs(counts["val"] - 20) <= 1).all()

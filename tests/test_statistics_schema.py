@@ -69,7 +69,7 @@ def _data(n: int = 120, seed: int = 0, shift: float = 0.0) -> pd.DataFrame:
 
 def _ingest_run(source: Path, out: Path, **kw: object) -> tuple[str, object]:
     with mlflow.start_run(nested=True) as run:
-        meta = run_ingest(IngestConfig(source=str(source), label="y", **kw), out)  # type: ignore[arg-type]
+        meta = run_ingest(IngestConfig(source=str(source), label="y", **kw), out)
     return run.info.run_id, meta
 
 
@@ -94,7 +94,8 @@ def test_first_ingest_infers_and_logs_schema(tmp_path: Path, active_run: mlflow.
 
 @pytest.mark.parametrize(("change", "message"), [
     (lambda f: f.drop(columns=["k"]), "column 'k': missing column"),
-    (lambda f: f.assign(x=["s"] * len(f)), "column 'x': type changed: was numeric, now categorical"),
+    (lambda f: f.assign(x=["s"] * len(f)),
+     "column 'x': type changed: was numeric, now categorical"),
     (lambda f: f.assign(y=["a", "b", "zz"] * (len(f) // 3)), "column 'y': unseen label classes"),
     (lambda f: f.assign(k=[None, "u", "v", "w"] * (len(f) // 4)), "column 'k': missing-rate spike"),
     (lambda f: f.assign(x=f["x"] + 3.0), "column 'x': drift"),

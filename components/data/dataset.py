@@ -95,7 +95,7 @@ def dataset_digest(data_dir: Path) -> str:
         for file in files:
             digest.update(f"{split.value}/{file.name}".encode())
             with open(file, "rb") as fh:
-                for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                while chunk := fh.read(1 << 20):
                     digest.update(chunk)
     return digest.hexdigest()[:16]
 

@@ -151,7 +151,7 @@ def is_numeric(dtype: pa.DataType) -> bool:
     return pa.types.is_integer(dtype) or pa.types.is_floating(dtype) or pa.types.is_boolean(dtype)
 
 
-class StatsCombineFn(beam.CombineFn):  # type: ignore[misc]
+class StatsCombineFn(beam.CombineFn):
     """Combine record batches into per-column accumulators (output: the accumulators)."""
 
     def create_accumulator(self) -> Acc:
@@ -161,7 +161,7 @@ class StatsCombineFn(beam.CombineFn):  # type: ignore[misc]
         for name, column in zip(batch.schema.names, batch.columns, strict=True):
             if name not in acc:
                 acc[name] = NumericAcc() if is_numeric(column.type) else CategoricalAcc()
-            acc[name].add(column)  # type: ignore[arg-type]
+            acc[name].add(column)
         return acc
 
     def merge_accumulators(self, accumulators: Any) -> Acc:

@@ -65,7 +65,7 @@ class IngestPlan:
     skip_bad: bool
 
 
-class ReadAndSplit(beam.DoFn):  # type: ignore[misc]
+class ReadAndSplit(beam.DoFn):
     """Stream one file; emit (split, batch) for statistics and tagged tables for writing."""
 
     def __init__(self, plan: IngestPlan) -> None:
@@ -174,7 +174,7 @@ def _unit(hashes: np.ndarray) -> np.ndarray:
     return (hashes >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
-class _WriteStats(beam.DoFn):  # type: ignore[misc]
+class _WriteStats(beam.DoFn):
     """Write the per-split accumulators (pickled; read back by the driver)."""
 
     def __init__(self, path: str) -> None:

@@ -18,10 +18,9 @@ from pathlib import Path
 import pyarrow as pa
 
 from components.config import IngestConfig
-from components.data.dataset import DatasetMetadata, Split, dataset_digest, write_metadata
+from components.data.dataset import DatasetMetadata, dataset_digest, write_metadata
 from components.data.readers import BadRows, image_shape, list_files, read_batches
 from components.data.schema import (
-    DataSchema,
     check_columns,
     check_statistics,
     infer_schema,
@@ -80,8 +79,8 @@ def _ingest(config: IngestConfig, out_dir: Path, tmp: Path) -> DatasetMetadata:
     stats_all = finish(merged)
     splits = {s: finish(accs.get(s, {})) for s in beam_pipeline.SPLITS}
     rows = {s: (st[label].count if label in st else 0) for s, st in splits.items()}
-    classes = _check_classes(stats_all[label].frequencies, stats_all[label].top, rows, where,
-                             label, stats_all[label].count)
+    classes = _check_classes(stats_all[label].frequencies, rows, where, label,
+                             stats_all[label].count)
     anomalies = check_statistics(stats_all, label, classes, previous, splits["train"],
                                  config.drift_threshold, config.missing_spike)
     raise_severe(anomalies, where)
@@ -130,8 +129,8 @@ def _probe(path: str, fmt: str, label: str, config: IngestConfig) -> dict[str, s
     return kinds
 
 
-def _check_classes(freq: dict[str, float], top: list[tuple[str, int]], rows: dict[str, int],
-                   where: str, label: str, total: int) -> list[str]:
+def _check_classes(freq: dict[str, float], rows: dict[str, int], where: str, label: str,
+                   total: int) -> list[str]:
     """Sorted class names; at least two, each with enough rows for three splits."""
     classes = sorted(freq, key=_class_sort_key)
     if total == 0:
@@ -156,5 +155,3 @@ def _class_sort_key(value: str) -> tuple[int, float | str]:
     except ValueError:
         return (1, value)
 
-
-__all__ = ["run_ingest", "Split", "DataSchema"]
