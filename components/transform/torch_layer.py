@@ -30,6 +30,10 @@ class TorchTransform(nn.Module):
     """Imputation, scaling, bucket and vocabulary one-hots (float64 inside, float32 out)."""
 
     # declared for TorchScript, which cannot infer the type of an empty list
+    fill: torch.Tensor
+    scaled_idx: torch.Tensor
+    shift: torch.Tensor
+    scale: torch.Tensor
     bucket_idx: list[int]
     boundaries: list[torch.Tensor]
     vocab: list[dict[str, int]]
