@@ -49,6 +49,7 @@ def train_worker(config: TrainConfig, data_dir: Path, model_dir: Path, ctx: Trai
         # Under MultiWorkerMirroredStrategy every worker must take part in saving.
         with tempfile.TemporaryDirectory() as tmp:
             adapter.save_model(model, spec, Path(tmp))
+            export_raw_for_model_dir(config.framework, model, data_dir, Path(tmp))
     return history
 
 
