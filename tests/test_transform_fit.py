@@ -107,5 +107,13 @@ def test_unseen_category_goes_to_oov_bucket() -> None:
 def test_bad_options_name_the_feature(tmp_path: Path, active_run: mlflow.ActiveRun) -> None:
     raw = ingest_mixed(tmp_path)
     config = TransformConfig.model_validate({"features": {"colour": {"scale": "minmax"}}})
-    with pytest.raises(ConfigError, match="feature 'colour' holds strings"):
+    with pytest.raises(ConfigError, match="feature 'colour' is string but its options"):
         run_transform(raw, tmp_path / "t", tmp_path / "p.json", config)
+
+
+def test_shared_option_names_apply_to_either_kind() -> None:
+    config = TransformConfig.model_validate({"features": {"colour": {"impute": "constant"},
+                                                          "size": {"impute": "constant"}}})
+    assert config.categorical_for("colour").impute == "constant"
+    assert config.numeric_for("size").impute == "constant"
+    assert config.numeric_for("other") == config.numeric

@@ -17,11 +17,11 @@ Grouping by kind lets every implementation work on whole blocks at once.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from components.errors import ConfigError, DataError
 
@@ -34,6 +34,9 @@ Encoding = Literal["onehot", "index"]
 
 class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_C = TypeVar("_C", bound=_Config)
 
 
 class NumericChoice(_Config):
@@ -68,19 +71,25 @@ class TransformConfig(_Config):
 
     def numeric_for(self, name: str) -> NumericChoice:
         """The choice for numeric column ``name``."""
-        choice = self.features.get(name, self.numeric)
-        if not isinstance(choice, NumericChoice):
-            raise ConfigError(f"transform: feature '{name}' is numeric but its options are "
-                              f"for a categorical feature: {choice.model_dump()}")
-        return choice
+        return _as(NumericChoice, name, self.features.get(name, self.numeric), "numeric")
 
     def categorical_for(self, name: str) -> CategoricalChoice:
         """The choice for string column ``name``."""
-        choice = self.features.get(name, self.categorical)
-        if not isinstance(choice, CategoricalChoice):
-            raise ConfigError(f"transform: feature '{name}' holds strings but its options are "
-                              f"for a numeric feature: {choice.model_dump()}")
+        return _as(CategoricalChoice, name, self.features.get(name, self.categorical),
+                   "string")
+
+
+def _as(kind: type[_C], name: str, choice: _Config, what: str) -> _C:
+    """An override parsed as the other kind (its fields fit both) is re-read as ``kind``;
+    options that only make sense for the other kind are a config error naming the feature."""
+    if isinstance(choice, kind):
         return choice
+    try:
+        return kind.model_validate(choice.model_dump(exclude_unset=True))
+    except ValidationError:
+        raise ConfigError(f"transform: feature '{name}' is {what} but its options do not "
+                          f"apply to {what} features: "
+                          f"{choice.model_dump(exclude_unset=True)}") from None
 
 
 class NumericFit(BaseModel):
