@@ -91,8 +91,11 @@ def track(config: IngestConfig, meta: DatasetMetadata, out_dir: Path, bad: dict[
         mlflow.log_artifact(str(out_dir / name), artifact_path="statistics")
     mlflow.log_artifact(str(out_dir / SCHEMA_FILE), artifact_path="schema")
     for split, rows in meta.rows.items():
+        # no read-ahead: by default head() reads up to 16 row groups ahead (memory grew
+        # with the data set: 465 MB at 0.5M rows, 956 MB at 5M, measured)
         sample = pads.dataset(split_path(out_dir, split), format="parquet").head(
-            min(SAMPLE_ROWS, rows)).to_pandas()
+            min(SAMPLE_ROWS, rows), batch_size=SAMPLE_ROWS, batch_readahead=0,
+            fragment_readahead=0).to_pandas()
         ds = from_pandas(sample, name=f"{meta.name}-{split}", targets=meta.label,
                          digest=f"{meta.digest}-{split}"[:36])
         mlflow.log_input(ds, context=split)
