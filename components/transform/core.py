@@ -15,13 +15,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from components.data.dataset import (
-    DatasetMetadata,
-    Split,
-    read_frame,
-    read_metadata,
-    write_dataset,
-)
+from components.data.dataset import Split, read_frame, read_metadata, write_dataset
 from components.errors import DataError
 from components.transform.analyze import fit_transform
 from components.transform.fitted import FITTED_FILE, FittedTransform, TransformConfig
@@ -85,5 +79,5 @@ def fitted_for(data_dir: Path) -> FittedTransform | None:
     return FittedTransform.load(path) if path.is_file() else None
 
 
-__all__ = ["DatasetMetadata", "FittedTransform", "TransformConfig", "fitted_for",
+__all__ = ["FittedTransform", "TransformConfig", "fitted_for",
            "load_params", "run_transform"]
