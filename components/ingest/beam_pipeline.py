@@ -219,7 +219,7 @@ def run(files: list[str], plan: IngestPlan, out: str, runner: str,
         options: dict[str, Any]) -> None:
     """Run the pipeline to completion; a DataError from a worker is re-raised cleanly."""
     try:
-        with beam.Pipeline(runner=_local_runner(runner),
+        with beam.Pipeline(runner=local_runner(runner),
                            options=pipeline_options(runner, options)) as p:
             build(p, files, plan, out)
     except DataError as err:
@@ -233,7 +233,7 @@ def run(files: list[str], plan: IngestPlan, out: str, runner: str,
         raise
 
 
-def _local_runner(runner: str) -> Any:
+def local_runner(runner: str) -> Any:
     """The in-process FnApiRunner for ``DirectRunner``.
 
     Beam 2.77's DirectRunner first tries the Prism runner, which downloads a

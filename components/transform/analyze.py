@@ -26,7 +26,7 @@ from apache_beam.io.filesystems import FileSystems
 from components.data.dataset import DatasetMetadata, Split, split_path
 from components.data.statistics import CategoricalAcc, NumericAcc, StatsCombineFn
 from components.errors import DataError
-from components.ingest.beam_pipeline import _local_runner, pipeline_options
+from components.ingest.beam_pipeline import local_runner, pipeline_options
 from components.transform.fitted import (
     CategoricalChoice,
     CategoricalFit,
@@ -63,7 +63,7 @@ def train_accumulators(data_dir: Path, meta: DatasetMetadata,
     pattern = str(train / "*.parquet") if train.is_dir() else str(train)
     with tempfile.TemporaryDirectory(prefix="twinflow-analyze-") as tmp:
         out = str(Path(tmp) / "acc.pkl")
-        with beam.Pipeline(runner=_local_runner(config.runner),
+        with beam.Pipeline(runner=local_runner(config.runner),
                            options=pipeline_options(config.runner,
                                                     dict(config.pipeline_options))) as p:
             _ = (p | "ReadTrain" >> beam.io.ReadFromParquetBatched(pattern,
