@@ -7,6 +7,7 @@ values fail in one place with a message naming the field.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -39,14 +40,47 @@ class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class CsvOptions(_Config):
+    """How CSV files are parsed (pyarrow.csv options)."""
+
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    quotechar: str = Field(default='"', min_length=1, max_length=1)
+    encoding: str = "utf-8"
+    header: bool = Field(default=True, description="False: columns are named c0, c1, ...")
+
+
 class IngestConfig(_Config):
-    """Where the data comes from and how it is split."""
+    """Where the data comes from, how it is read, split, validated and run."""
 
     source: str = Field(default="sklearn:digits", min_length=1)
     label: str = Field(default="", description="Label column; empty = the source's own.")
     val_fraction: float = Field(default=0.15, gt=0.0, lt=0.5)
     test_fraction: float = Field(default=0.15, gt=0.0, lt=0.5)
     seed: int = 42
+    format: Literal["auto", "csv", "parquet", "jsonl", "tfrecord", "images", "idx"] = "auto"
+    csv: CsvOptions = Field(default_factory=CsvOptions)
+    split_method: Literal["random", "hash"] = Field(
+        default="random", description="random: seeded hash of the row position; "
+                                      "hash: seeded hash of key_column (stable as data grows).")
+    key_column: str = ""
+    stratify: bool = True
+    bad_rows: Literal["fail", "skip"] = "fail"
+    batch_rows: int = Field(default=262_144, ge=16, le=4_194_304)
+    runner: str = Field(default="DirectRunner", min_length=1)
+    pipeline_options: dict[str, Any] = Field(
+        default_factory=dict, description="Passed to beam PipelineOptions, e.g. flink_master.")
+    schema_source: str = Field(
+        default="", description="'' = latest schema logged for this data set in the MLflow "
+                                "experiment; a path or MLflow artifact URI; 'none' = infer anew.")
+    drift_threshold: float = Field(default=0.1, gt=0.0, le=1.0)
+    missing_spike: float = Field(default=0.1, gt=0.0, le=1.0,
+                                 description="Severe if a column's missing rate grows this much.")
+
+    @model_validator(mode="after")
+    def _key_for_hash(self) -> IngestConfig:
+        if self.split_method == "hash" and not self.key_column:
+            raise ValueError("split_method 'hash' needs key_column")
+        return self
 
 
 class ClusterOptions(_Config):

@@ -62,6 +62,14 @@ def run(
                       ] = False,
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
+    ingest_options: Annotated[str, typer.Option(
+        help='Ingest settings as JSON, e.g. {"bad_rows": "skip", "split_method": "hash", '
+             '"key_column": "id", "csv": {"delimiter": ";"}, "runner": "FlinkRunner", '
+             '"pipeline_options": {"flink_master": "host:8081"}}')] = "{}",
+    transform_options: Annotated[str, typer.Option(
+        help='Transform settings as JSON, e.g. {"numeric": {"scale": "minmax"}, '
+             '"features": {"age": {"scale": "bucketize", "buckets": 5}, '
+             '"city": {"encoding": "index", "max_vocab": 100}}}')] = "{}",
     model_name: Annotated[str, typer.Option(help="Registered model name.")] = "",
     min_accuracy: float = 0.5,
     tolerance: Annotated[float, typer.Option(
@@ -88,6 +96,7 @@ def run(
                      workers=workers, precision=precision, resume=resume,
                      checkpoint_root=str(_checkpoint_root(experiment, data)),
                      val_fraction=val_fraction, test_fraction=test_fraction,
+                     ingest_options=ingest_options, transform_options=transform_options,
                      model_name=model_name, min_accuracy=min_accuracy, tolerance=tolerance,
                      min_f1_macro=min_f1_macro, min_improvement=min_improvement,
                      slice_feature=slice_feature, roc_class=roc_class,

@@ -27,6 +27,8 @@ class PipelineParams(BaseModel):
     checkpoint_root: str = ""
     gpus_per_worker: int = Field(default=0, ge=0, le=16)
     cluster_options: str = Field(default="{}", description="ClusterOptions as JSON")
+    ingest_options: str = Field(default="{}", description="IngestConfig fields as JSON")
+    transform_options: str = Field(default="{}", description="TransformConfig as JSON")
     val_fraction: float = Field(default=0.15, gt=0, lt=0.5)
     test_fraction: float = Field(default=0.15, gt=0, lt=0.5)
     model_name: str = ""

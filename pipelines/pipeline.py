@@ -70,6 +70,8 @@ def twinflow_pipeline(
     checkpoint_root: str = "",
     gpus_per_worker: int = 0,
     cluster_options: str = "{}",
+    ingest_options: str = "{}",
+    transform_options: str = "{}",
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
     model_name: str = "",
@@ -96,8 +98,10 @@ def twinflow_pipeline(
                              batch_size=batch_size, learning_rate=learning_rate, seed=seed)
         parent = start.output
         ingest = ingest_op(parent_run_id=parent, source=source, label=label,
-                           val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
-        transform = transform_op(parent_run_id=parent, dataset=ingest.outputs["dataset"])
+                           val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                           ingest_options=ingest_options)
+        transform = transform_op(parent_run_id=parent, dataset=ingest.outputs["dataset"],
+                                 transform_options=transform_options)
         data = transform.outputs["transformed"]
         p = dict(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                  workers=workers, precision=precision, resume=resume,

@@ -14,10 +14,13 @@ def test_fitted_on_train_only(digits_dir: Path, transformed: tuple[Path, Path]) 
     data_dir, params_path = transformed
     meta = read_metadata(digits_dir)
     params = load_params(params_path)
+    assert [f.name for f in params.numeric] == meta.features and not params.categorical
+    mean = np.array([f.shift for f in params.numeric])
     raw_train = read_frame(digits_dir, Split.TRAIN)[meta.features].to_numpy()
     raw_all = np.vstack([read_frame(digits_dir, s)[meta.features].to_numpy() for s in Split])
-    assert np.allclose(params.mean, raw_train.mean(axis=0))
-    assert not np.allclose(params.mean, raw_all.mean(axis=0))
+    assert np.allclose(mean, raw_train.mean(axis=0))
+    assert not np.allclose(mean, raw_all.mean(axis=0))
+    assert read_metadata(data_dir).features == meta.features  # one column per pixel
     out_train = read_frame(data_dir, Split.TRAIN)[meta.features].to_numpy()
     varying = raw_train.std(axis=0) > 0
     assert np.allclose(out_train.mean(axis=0), 0, atol=1e-5)
@@ -35,6 +38,22 @@ def test_params_apply_reproduces_transformed_rows(digits_dir: Path,
                                                   transformed: tuple[Path, Path]) -> None:
     meta = read_metadata(digits_dir)
     params = load_params(transformed[1])
-    raw = read_frame(digits_dir, Split.VAL)[meta.features].to_numpy()
+    raw = read_frame(digits_dir, Split.VAL)
     out = read_frame(transformed[0], Split.VAL)[meta.features].to_numpy()
     assert np.allclose(params.apply(raw), out)
+
+
+def test_trained_model_dir_holds_raw_input_model(trained: tuple[object, Path],
+                                                 digits_dir: Path) -> None:
+    """Image data (numeric only) too: the raw-input model reproduces the network."""
+    from components.frameworks import get_adapter
+    from components.transform.serving import layer_module
+
+    fw, model_dir = trained
+    layer = layer_module(str(fw))
+    raw = read_frame(digits_dir, Split.TEST).head(50)
+    served = layer.load_raw_model(layer.raw_model_path(model_dir))(raw)
+    adapter = get_adapter(str(fw))
+    params = load_params(model_dir / "raw" / "transform.json")
+    expected = adapter.predict_proba(adapter.load_model(model_dir), params.apply(raw))
+    assert np.allclose(served, expected, atol=1e-5)

@@ -1,12 +1,15 @@
 """The on-disk contract between steps: Parquet splits plus a metadata file.
 
-A dataset artifact is a directory holding ``train.parquet``, ``val.parquet``,
-``test.parquet`` and ``metadata.json``. Feature columns are numeric; the label
+A dataset artifact is a directory holding one entry per split, ``train``,
+``val`` and ``test``: either a folder of Parquet shards (what the Beam ingest
+writes) or a single ``<split>.parquet`` file (what transform writes), plus
+``metadata.json``. Feature columns are numeric; the label
 column holds class indices after transform (raw values before).
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -66,7 +69,35 @@ def write_dataset(
     out_dir.mkdir(parents=True, exist_ok=True)
     for split, frame in splits.items():
         frame.to_parquet(out_dir / f"{split.value}.parquet", index=False)
+    write_metadata(out_dir, metadata)
+
+
+def write_metadata(out_dir: Path, metadata: DatasetMetadata) -> None:
+    """Write ``metadata.json`` into a dataset directory."""
     (out_dir / METADATA_FILE).write_text(metadata.model_dump_json(indent=2), encoding="utf-8")
+
+
+def split_path(data_dir: Path, split: Split | str) -> Path:
+    """The shard folder of a split if present, else its single Parquet file."""
+    folder = data_dir / str(split)
+    return folder if folder.is_dir() else data_dir / f"{split}.parquet"
+
+
+def dataset_digest(data_dir: Path) -> str:
+    """SHA-256 (first 16 hex digits) over the split names and bytes of every shard.
+
+    Streams the files in 1 MiB chunks, so it never loads the data into memory.
+    """
+    digest = hashlib.sha256()
+    for split in Split:
+        path = split_path(data_dir, split)
+        files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+        for file in files:
+            digest.update(f"{split.value}/{file.name}".encode())
+            with open(file, "rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    digest.update(chunk)
+    return digest.hexdigest()[:16]
 
 
 def read_metadata(data_dir: Path) -> DatasetMetadata:
@@ -78,8 +109,13 @@ def read_metadata(data_dir: Path) -> DatasetMetadata:
 
 
 def read_frame(data_dir: Path, split: Split) -> pd.DataFrame:
-    """One split as a DataFrame."""
-    return pd.read_parquet(data_dir / f"{split.value}.parquet")
+    """One split as a DataFrame (from its shard folder or its single file)."""
+    import pyarrow.dataset as pads
+
+    path = split_path(data_dir, split)
+    if not path.exists():
+        raise DataError(f"{data_dir}: no '{split.value}' split")
+    return pads.dataset(path, format="parquet").to_table().to_pandas()
 
 
 def read_arrays(data_dir: Path, split: Split, meta: DatasetMetadata) -> ArraySplit:

@@ -1,105 +1,151 @@
-"""Ingest: raw source -> validated, stratified train/val/test Parquet splits.
+"""Ingest: raw source -> Beam pipeline -> Parquet shards per split, statistics, schema.
 
-The split is seeded and stratified so that both frameworks (and reruns) see the
-same rows. The dataset digest comes from MLflow's dataset tracking, so the
-registry can tell which data a model was trained on.
+The data is read and split by an Apache Beam pipeline (components.ingest.
+beam_pipeline) that streams Arrow record batches, so memory stays flat with
+the input size and the same code runs on Flink, Spark or Dataflow. Statistics
+are computed in the same pass. The first ingest of a data set infers a schema;
+later ingests are validated against it (see components.data.schema), and
+severe anomalies fail the step before anything is recorded.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 
-import mlflow
-import numpy as np
-import pandas as pd
-from mlflow.data.pandas_dataset import from_pandas
-from sklearn.model_selection import train_test_split
+import pyarrow as pa
 
 from components.config import IngestConfig
-from components.data.dataset import DatasetMetadata, Split, write_dataset
-from components.data.sources import RawData, load_source
+from components.data.dataset import DatasetMetadata, dataset_digest, write_metadata
+from components.data.readers import BadRows, image_shape, list_files, read_batches
+from components.data.schema import (
+    check_columns,
+    check_statistics,
+    infer_schema,
+    raise_severe,
+)
+from components.data.sources import SKLEARN_PREFIX, load_source, source_name
+from components.data.statistics import finish, is_numeric, merge_into
 from components.errors import DataError
+from components.ingest import beam_pipeline, tracking
+from components.ingest.beam_pipeline import IngestPlan
 
 log = logging.getLogger(__name__)
 
 
 def run_ingest(config: IngestConfig, out_dir: Path) -> DatasetMetadata:
-    """Load, validate, split and write the data; log counts and inputs to the active run."""
-    raw = load_source(config.source, config.label)
-    features = _validate(raw, config.source)
-    frame = raw.frame[[*features, raw.label]].copy()
-    frame[raw.label] = frame[raw.label].astype(str)
-    splits = _split(frame, raw.label, config)
-    classes = sorted(frame[raw.label].unique().tolist(), key=_class_sort_key)
-    dataset = from_pandas(frame, name=raw.name, targets=raw.label)
+    """Read, split, profile and validate the data; log it all to the active MLflow run.
+
+    On any failure ``out_dir`` is removed, so no half-written dataset remains.
+    """
+    existed = out_dir.exists()
+    try:
+        with tempfile.TemporaryDirectory(prefix="twinflow-ingest-") as tmp:
+            return _ingest(config, out_dir, Path(tmp))
+    except BaseException:
+        if not existed:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+
+
+def _ingest(config: IngestConfig, out_dir: Path, tmp: Path) -> DatasetMetadata:
+    name, files, fmt, label, shape = _resolve_source(config, tmp)
+    where = config.source
+    found = _probe(files[0], fmt, label, config)
+    previous = tracking.previous_schema(config.schema_source, name)
+    if previous is not None:
+        raise_severe(check_columns(previous, found), where)
+        found = {c: previous.columns[c].kind for c in previous.columns}
+    features = [c for c in found if c != label]
+    if not features:
+        raise DataError(f"{where}: no feature columns besides the label '{label}'")
+    schema = pa.schema([(c, pa.float64() if found[c] == "numeric" and c != label
+                         else pa.string()) for c in [*features, label]])
+    plan = IngestPlan(fmt=fmt, label=label, csv=config.csv, batch_rows=config.batch_rows,
+                      schema=schema, seed=config.seed,
+                      fractions=(config.val_fraction, config.test_fraction),
+                      split_method=config.split_method, key_column=config.key_column,
+                      stratify=config.stratify, skip_bad=config.bad_rows == "skip")
+    if config.split_method == "hash" and config.key_column not in found:
+        raise DataError(f"{where}: key column '{config.key_column}' not found")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    beam_pipeline.run(files, plan, str(out_dir), config.runner, config.pipeline_options)
+    accs, bad = beam_pipeline.load_results(str(out_dir))
+    merged: dict = {}
+    for acc in accs.values():
+        merge_into(merged, acc)
+    stats_all = finish(merged)
+    splits = {s: finish(accs.get(s, {})) for s in beam_pipeline.SPLITS}
+    rows = {s: (st[label].count if label in st else 0) for s, st in splits.items()}
+    classes = _check_classes(stats_all[label].frequencies, rows, where, label,
+                             stats_all[label].count)
+    anomalies = check_statistics(stats_all, label, classes, previous, splits["train"],
+                                 config.drift_threshold, config.missing_spike)
+    raise_severe(anomalies, where)
+    schema_out = previous or infer_schema(name, label, classes, stats_all, splits["train"])
     meta = DatasetMetadata(
-        name=raw.name,
-        source=config.source,
-        label=raw.label,
-        features=features,
-        classes=classes,
-        image_shape=raw.image_shape,
-        digest=dataset.digest,
-        rows={s.value: len(f) for s, f in splits.items()},
-    )
-    write_dataset(out_dir, splits, meta)
-    _track(config, meta, splits)
+        name=name, source=config.source, label=label, features=features,
+        classes=schema_out.classes if previous else classes, image_shape=shape,
+        digest=dataset_digest(out_dir), rows=rows)
+    write_metadata(out_dir, meta)
+    tracking.write_reports(out_dir, {"all": stats_all, **splits}, schema_out, anomalies, bad)
+    tracking.track(config, meta, out_dir, bad, inferred=previous is None)
+    if bad["count"]:
+        log.warning("%s: skipped %d bad rows, e.g. %s", where, bad["count"], bad["sample"][:3])
     log.info("ingested %s: %s rows, %d classes, digest %s",
-             raw.name, meta.rows, meta.n_classes, meta.digest)
+             name, meta.rows, meta.n_classes, meta.digest)
     return meta
 
 
-def _validate(raw: RawData, where: str) -> list[str]:
-    """Check label and features; return the feature column names."""
-    frame, label = raw.frame, raw.label
-    features = [str(c) for c in frame.columns if c != label]
-    if not features:
-        raise DataError(f"{where}: no feature columns besides the label '{label}'")
-    if frame[label].isna().any():
-        rows = frame.index[frame[label].isna()].tolist()[:5]
-        raise DataError(f"{where}: label column '{label}' has missing values (rows {rows})")
-    non_numeric = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c])]
-    if non_numeric:
-        raise DataError(f"{where}: non-numeric feature columns {non_numeric}; "
-                        "categorical features are not supported yet")
-    values = frame[features].to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(values)
-    if bad.any():
-        cols = [features[i] for i in np.flatnonzero(bad.any(axis=0))][:10]
-        raise DataError(f"{where}: missing or infinite values in feature columns {cols}")
-    counts = frame[label].astype(str).value_counts()
-    if len(counts) < 2:
+def _resolve_source(config: IngestConfig,
+                    tmp: Path) -> tuple[str, list[str], str, str, list[int] | None]:
+    """Name, files, format, label column and image shape of the source."""
+    if config.source.startswith(SKLEARN_PREFIX):
+        raw = load_source(config.source, config.label)
+        path = tmp / f"{raw.name}.parquet"
+        raw.frame.to_parquet(path, index=False)
+        return raw.name, [str(path)], "parquet", raw.label, raw.image_shape
+    files, fmt = list_files(config.source, config.format)
+    label = config.label or ("label" if fmt in ("images", "idx") else "")
+    if not label:
+        raise DataError(f"{config.source}: no label column given (use --label COLUMN)")
+    return source_name(config.source), files, fmt, label, image_shape(files[0], fmt)
+
+
+def _probe(path: str, fmt: str, label: str, config: IngestConfig) -> dict[str, str]:
+    """Column kinds (numeric | categorical) from the first batch of the first file."""
+    batches = read_batches(path, fmt, label, config.csv, min(config.batch_rows, 4096), None,
+                           BadRows(skip=True))
+    first = next(iter(batches), None)
+    if first is None:
+        raise DataError(f"{path}: no data rows")
+    kinds = {f.name: ("numeric" if is_numeric(f.type) or pa.types.is_null(f.type)
+                      else "categorical") for f in first.schema}
+    if label not in kinds:
+        shown = ", ".join(list(kinds)[:20])
+        raise DataError(f"{path}: label column '{label}' not found; columns are: {shown}")
+    return kinds
+
+
+def _check_classes(freq: dict[str, float], rows: dict[str, int], where: str, label: str,
+                   total: int) -> list[str]:
+    """Sorted class names; at least two, each with enough rows for three splits."""
+    classes = sorted(freq, key=_class_sort_key)
+    if total == 0:
+        raise DataError(f"{where}: no data rows")
+    if len(classes) < 2:
         raise DataError(f"{where}: label column '{label}' has a single class "
-                        f"'{counts.index[0]}'; need at least two")
-    return features
-
-
-def _split(frame: pd.DataFrame, label: str, config: IngestConfig) -> dict[Split, pd.DataFrame]:
-    """Seeded, stratified split into train/val/test."""
-    counts = frame[label].value_counts()
-    small = counts[counts < 3]
-    if not small.empty:
-        raise DataError(f"{config.source}: classes {small.index.tolist()} have fewer than 3 rows; "
+                        f"'{classes[0]}'; need at least two")
+    small = [c for c in classes if round(freq[c] * total) < 3]
+    if small:
+        raise DataError(f"{where}: classes {small[:10]} have fewer than 3 rows; "
                         "cannot split into train/validation/test")
-    holdout = config.val_fraction + config.test_fraction
-    try:
-        train, rest = train_test_split(frame, test_size=holdout, random_state=config.seed,
-                                       stratify=frame[label])
-        val, test = train_test_split(rest, test_size=config.test_fraction / holdout,
-                                     random_state=config.seed, stratify=rest[label])
-    except ValueError as err:
-        raise DataError(f"{config.source}: cannot split {len(frame)} rows: {err}") from err
-    return {Split.TRAIN: train, Split.VAL: val, Split.TEST: test}
-
-
-def _track(config: IngestConfig, meta: DatasetMetadata, splits: dict[Split, pd.DataFrame]) -> None:
-    mlflow.log_params(config.model_dump())
-    mlflow.log_metrics({f"rows_{k}": float(v) for k, v in meta.rows.items()})
-    mlflow.set_tags({"twinflow.dataset": meta.name, "twinflow.dataset_digest": meta.digest})
-    for split, frame in splits.items():
-        ds = from_pandas(frame, name=f"{meta.name}-{split.value}", targets=meta.label)
-        mlflow.log_input(ds, context=split.value)
+    empty = [s for s, n in rows.items() if n == 0]
+    if empty:
+        raise DataError(f"{where}: cannot split {total} rows: split(s) {empty} would be empty")
+    return classes
 
 
 def _class_sort_key(value: str) -> tuple[int, float | str]:
@@ -108,3 +154,4 @@ def _class_sort_key(value: str) -> tuple[int, float | str]:
         return (0, float(value))
     except ValueError:
         return (1, value)
+

@@ -20,6 +20,7 @@ from components.errors import configure_logging
 from components.frameworks import get_adapter
 from components.frameworks.base import EpochMetrics, ModelSpec, TrainContext
 from components.tracking import log_metrics_batch
+from components.transform.serving import export_raw_for_model_dir
 
 log = logging.getLogger(__name__)
 HISTORY_FILE = "history.json"
@@ -42,11 +43,13 @@ def train_worker(config: TrainConfig, data_dir: Path, model_dir: Path, ctx: Trai
     model = adapter.train(spec, train, val, config, ctx, on_epoch)
     if ctx.is_chief:
         adapter.save_model(model, spec, model_dir)
+        export_raw_for_model_dir(config.framework, model, data_dir, model_dir)
         (model_dir / HISTORY_FILE).write_text(json.dumps([m.__dict__ for m in history]))
     elif config.framework is Framework.TENSORFLOW:
         # Under MultiWorkerMirroredStrategy every worker must take part in saving.
         with tempfile.TemporaryDirectory() as tmp:
             adapter.save_model(model, spec, Path(tmp))
+            export_raw_for_model_dir(config.framework, model, data_dir, Path(tmp))
     return history
 
 

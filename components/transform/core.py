@@ -1,7 +1,10 @@
-"""Transform: standardise features with statistics of the train split only.
+"""Transform: fit analyzers on the train split (in Beam), apply them to every split.
 
-Fitting on train alone keeps validation/test honest; the fitted parameters are
-written as their own artifact so that serving can apply the very same transform.
+Fitting on train alone keeps validation/test honest. The fitted transform is
+written as its own artifact (JSON, :class:`FittedTransform`) and also into the
+transformed data set, so the train step can put the very same transform in
+front of the network it exports (components.transform.torch_layer /
+tf_layer): a served model then takes raw rows.
 """
 
 from __future__ import annotations
@@ -10,75 +13,71 @@ import logging
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
-from sklearn.preprocessing import StandardScaler
 
-from components.data.dataset import DatasetMetadata, Split, read_frame, read_metadata, write_dataset
+from components.data.dataset import Split, read_frame, read_metadata, write_dataset
+from components.errors import DataError
+from components.transform.analyze import fit_transform
+from components.transform.fitted import FITTED_FILE, FittedTransform, TransformConfig
 
 log = logging.getLogger(__name__)
-PARAMS_FILE = "transform.json"
+PARAMS_FILE = FITTED_FILE
 
 
-class TransformParams(BaseModel):
-    """The fitted transform: per-feature mean and scale, and the label classes."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    features: list[str]
-    mean: list[float]
-    scale: list[float]
-    classes: list[str]
-
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        """Standardise a raw feature matrix (rows x features) as float32."""
-        return ((x - np.asarray(self.mean)) / np.asarray(self.scale)).astype(np.float32)
-
-    def encode_labels(self, labels: pd.Series) -> np.ndarray:
-        """Map raw label values (as strings) to class indices."""
-        index = {c: i for i, c in enumerate(self.classes)}
-        return labels.astype(str).map(index).to_numpy(dtype=np.int64)
-
-
-def run_transform(data_dir: Path, out_dir: Path, params_path: Path) -> TransformParams:
-    """Fit on train, transform every split, write splits and parameters."""
+def run_transform(data_dir: Path, out_dir: Path, params_path: Path,
+                  config: TransformConfig | None = None) -> FittedTransform:
+    """Fit on train, transform every split, write the splits and the fitted transform."""
+    config = config or TransformConfig()
     meta = read_metadata(data_dir)
-    frames = {s: read_frame(data_dir, s) for s in Split}
-    params = fit(frames[Split.TRAIN], meta)
-    out = {s: _apply(params, f, meta) for s, f in frames.items()}
-    write_dataset(out_dir, out, meta)
-    save_params(params, params_path)
-    mlflow.log_params({"transform": "standardize", "n_features": len(meta.features)})
-    mlflow.log_artifact(str(params_path))
-    log.info("standardised %d features of %s", len(meta.features), meta.name)
-    return params
+    fitted = fit_transform(data_dir, meta, config)
+    out_meta = meta.model_copy(update={"features": fitted.output_columns()})
+    if meta.image_shape and len(out_meta.features) != len(meta.features):
+        raise DataError(f"{data_dir}: image data must keep one column per pixel; "
+                        "use scale 'standard', 'minmax' or 'none' for its features")
+    out = {s: _apply(fitted, read_frame(data_dir, s), f"{data_dir} ({s.value})")
+           for s in Split}
+    write_dataset(out_dir, out, out_meta)
+    fitted.save(out_dir / FITTED_FILE)
+    fitted.save(params_path)
+    _log(fitted, config, params_path)
+    log.info("transformed %d raw features of %s into %d columns",
+             len(meta.features), meta.name, len(out_meta.features))
+    return fitted
 
 
-def fit(train: pd.DataFrame, meta: DatasetMetadata) -> TransformParams:
-    """Fit a StandardScaler on the train split; constant features keep scale 1."""
-    scaler = StandardScaler().fit(train[meta.features].to_numpy(dtype=np.float64))
-    return TransformParams(
-        features=meta.features,
-        mean=scaler.mean_.tolist(),
-        scale=scaler.scale_.tolist(),
-        classes=meta.classes,
-    )
-
-
-def _apply(params: TransformParams, frame: pd.DataFrame, meta: DatasetMetadata) -> pd.DataFrame:
-    x = params.apply(frame[meta.features].to_numpy(dtype=np.float64))
-    out = pd.DataFrame(x, columns=meta.features)
-    out[meta.label] = params.encode_labels(frame[meta.label])
+def _apply(fitted: FittedTransform, frame: pd.DataFrame, where: str) -> pd.DataFrame:
+    try:
+        x = fitted.apply(frame)
+        y = fitted.encode_labels(frame[fitted.label])
+    except DataError as err:
+        raise DataError(f"{where}: {err}") from None
+    out = pd.DataFrame(x, columns=fitted.output_columns())
+    out[fitted.label] = y
     return out
 
 
-def save_params(params: TransformParams, path: Path) -> None:
-    """Write the fitted parameters as JSON."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(params.model_dump_json(indent=2), encoding="utf-8")
+def _log(fitted: FittedTransform, config: TransformConfig, params_path: Path) -> None:
+    modes = [f.mode for f in fitted.numeric] + [c.encoding for c in fitted.categorical]
+    mlflow.log_params({
+        "transform": ",".join(sorted(set(modes))) or "none",
+        "n_features": len(fitted.raw_features),
+        "n_numeric": len(fitted.numeric), "n_categorical": len(fitted.categorical),
+        "n_transformed_columns": len(fitted.output_columns()),
+        "transform_options": config.model_dump_json(exclude_defaults=True)[:500],
+    })
+    mlflow.log_artifact(str(params_path))
 
 
-def load_params(path: Path) -> TransformParams:
-    """Read fitted parameters written by :func:`save_params`."""
-    return TransformParams.model_validate_json(path.read_text(encoding="utf-8"))
+def load_params(path: Path) -> FittedTransform:
+    """Read a fitted transform written by :func:`run_transform`."""
+    return FittedTransform.load(path)
+
+
+def fitted_for(data_dir: Path) -> FittedTransform | None:
+    """The fitted transform stored in a transformed data set, if any."""
+    path = data_dir / FITTED_FILE
+    return FittedTransform.load(path) if path.is_file() else None
+
+
+__all__ = ["FittedTransform", "TransformConfig", "fitted_for",
+           "load_params", "run_transform"]

@@ -1,0 +1,71 @@
+"""No train/serve skew: the exported raw-input model (transform + network), reloaded,
+predicts on raw rows what the trained network predicts on the transformed rows."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from components.config import Framework, TrainConfig
+from components.data.dataset import Split, read_frame, read_metadata
+from components.frameworks import get_adapter
+from components.train.core import run_train
+from components.transform.core import run_transform
+from components.transform.fitted import TransformConfig
+from tests.test_transform_fit import ingest_mixed, mixed_frame
+
+LAYERS = {Framework.TORCH: "components.transform.torch_layer",
+          Framework.TENSORFLOW: "components.transform.tf_layer"}
+OPTIONS = {"features": {"weight": {"scale": "bucketize", "buckets": 5, "impute": "median"},
+                        "shape": {"encoding": "index"}}}
+
+
+@pytest.mark.parametrize("fw", [Framework.TORCH, Framework.TENSORFLOW], ids=["torch", "tensorflow"])
+def test_exported_raw_model_matches_training_predictions(
+        tmp_path: Path, active_run: mlflow.ActiveRun, fw: Framework) -> None:
+    raw = ingest_mixed(tmp_path)
+    fitted = run_transform(raw, tmp_path / "t", tmp_path / "p.json",
+                           TransformConfig.model_validate(OPTIONS))
+    with mlflow.start_run(nested=True):
+        run_train(TrainConfig(framework=fw, epochs=3, show_progress=False), tmp_path / "t",
+                  tmp_path / "model")
+    adapter = get_adapter(fw)
+    model = adapter.load_model(tmp_path / "model")
+    meta = read_metadata(tmp_path / "t")
+    test_raw = read_frame(raw, Split.TEST)
+    x = read_frame(tmp_path / "t", Split.TEST)[meta.features].to_numpy(np.float32)
+    expected = adapter.predict_proba(model, x)  # what training-time code predicts
+
+    # raw rows as a client sends them: NaN / None gaps, an unseen category, shuffled columns
+    rows = test_raw.drop(columns=["label"]).sample(frac=1.0, axis=1, random_state=0)
+    rows = pd.concat([rows, pd.DataFrame({"size": [np.nan], "weight": [None], "colour": ["teal"],
+                                          "shape": [None]})], ignore_index=True)
+    extra = adapter.predict_proba(model, fitted.apply(rows.tail(1)))
+    layer = importlib.import_module(LAYERS[fw])
+    path = layer.export_raw_model(model, fitted, tmp_path / "export")
+    served = layer.load_raw_model(path)(rows)
+    assert served.shape == (len(test_raw) + 1, meta.n_classes)
+    assert np.allclose(served[:-1], expected, atol=1e-5)
+    assert np.allclose(served[-1:], extra, atol=1e-5)
+    assert (served[:-1].argmax(1) == expected.argmax(1)).all()
+
+
+@pytest.mark.parametrize("fw", [Framework.TORCH, Framework.TENSORFLOW], ids=["torch", "tensorflow"])
+def test_train_step_writes_raw_input_model(tmp_path: Path, active_run: mlflow.ActiveRun,
+                                           fw: Framework) -> None:
+    """The train step exports the raw-input model next to the network."""
+    raw = ingest_mixed(tmp_path, mixed_frame(120, seed=3))
+    run_transform(raw, tmp_path / "t", tmp_path / "p.json")
+    with mlflow.start_run(nested=True):
+        run_train(TrainConfig(framework=fw, epochs=1, show_progress=False), tmp_path / "t",
+                  tmp_path / "model")
+    layer = importlib.import_module(LAYERS[fw])
+    predict = layer.load_raw_model(layer.raw_model_path(tmp_path / "model"))
+    rows = read_frame(raw, Split.VAL)
+    probs = predict(rows)
+    assert probs.shape == (len(rows), 2) and np.allclose(probs.sum(axis=1), 1.0)
