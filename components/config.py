@@ -175,6 +175,11 @@ class PushConfig(_Config):
     namespace: str = "default"
     champion_alias: str = "champion"
     previous_alias: str = "previous-champion"
+    predictor: Literal["custom", "builtin"] = Field(
+        default="custom", description="Serving image (custom) or KServe's runtime for the format.")
+    canary_percent: int = Field(
+        default=100, ge=0, le=100,
+        description="Traffic share of the new revision; 100 = full rollout, no canary.")
 
 
 def model_name_for(given: str, dataset: str, framework: Framework | str) -> str:

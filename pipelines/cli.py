@@ -81,6 +81,15 @@ def run(
         help="Column of --data to slice test metrics by.")] = "",
     roc_class: Annotated[str, typer.Option(
         help="Class of the KFP ROC curve (default: the last).")] = "",
+    max_accuracy_drop: Annotated[float, typer.Option(
+        help="Compression gate: largest accuracy drop a variant may have (0.005 = 0.5 points).")
+                                 ] = 0.005,
+    pruning_sparsity: Annotated[float, typer.Option(help="Sparsity of the pruned variant.")
+                                ] = 0.5,
+    predictor: Annotated[str, typer.Option(
+        help="InferenceService predictor: custom (the serving image) or builtin.")] = "custom",
+    canary_percent: Annotated[int, typer.Option(
+        help="Traffic share of the new revision; 100 = no canary.")] = 100,
     prefer: Annotated[Priority, typer.Option(
         help="With --framework both: what the recommendation optimises.")] = Priority.ACCURACY,
     experiment: str = "twinflow",
@@ -100,6 +109,8 @@ def run(
                      model_name=model_name, min_accuracy=min_accuracy, tolerance=tolerance,
                      min_f1_macro=min_f1_macro, min_improvement=min_improvement,
                      slice_feature=slice_feature, roc_class=roc_class,
+                     max_accuracy_drop=max_accuracy_drop, pruning_sparsity=pruning_sparsity,
+                     predictor=predictor, canary_percent=canary_percent,
                      prefer=prefer, experiment=experiment)
     uri = tracking_uri or get_settings().resolved_tracking_uri()
     try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -40,6 +40,8 @@ class PipelineParams(BaseModel):
     roc_class: str = Field(default="", description="Class of the KFP ROC curve; '' = last")
     max_accuracy_drop: float = Field(default=0.005, ge=0, le=1)
     pruning_sparsity: float = Field(default=0.5, ge=0, lt=1)
+    predictor: Literal["custom", "builtin"] = "custom"
+    canary_percent: int = Field(default=100, ge=0, le=100)
     experiment: str = "twinflow"
     namespace: str = "default"
     prefer: Priority = Priority.ACCURACY

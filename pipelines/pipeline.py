@@ -48,7 +48,8 @@ def _framework_tail(fw: str, parent: Any, data: Any, p: dict[str, Any]) -> list[
                                 ).set_display_name(f"compress-{fw}")
     with dsl.If(evaluate.outputs["Output"] == True, name=f"blessed-{fw}"):  # noqa: E712
         push_ops[fw](parent_run_id=parent, framework=fw, model_name=p["model_name"],
-                     namespace=p["namespace"], data=data, model=model,
+                     namespace=p["namespace"], predictor=p["predictor"],
+                     canary_percent=p["canary_percent"], data=data, model=model,
                      exports=compress.outputs["exports"],
                      metrics=evaluate.outputs["metrics"]).set_display_name(f"push-{fw}")
     return [evaluate, compress]
@@ -83,6 +84,8 @@ def twinflow_pipeline(
     roc_class: str = "",
     max_accuracy_drop: float = 0.005,
     pruning_sparsity: float = 0.5,
+    predictor: str = "custom",
+    canary_percent: int = 100,
     experiment: str = "twinflow",
     namespace: str = "default",
     prefer: str = "accuracy",
@@ -111,6 +114,7 @@ def twinflow_pipeline(
                  min_f1_macro=min_f1_macro, min_improvement=min_improvement,
                  slice_feature=slice_feature, roc_class=roc_class,
                  max_accuracy_drop=max_accuracy_drop, pruning_sparsity=pruning_sparsity,
+                 predictor=predictor, canary_percent=canary_percent,
                  raw=ingest.outputs["dataset"])
         with dsl.If(framework == "torch", name="torch-only"):
             _framework_tail("torch", parent, data, p)

@@ -207,22 +207,36 @@ def test_push_refuses_exports_of_the_other_framework(
     assert not MlflowClient().search_model_versions(f"name = '{name}'")
 
 
+@pytest.mark.parametrize(("predictor", "canary"), [("custom", 100), ("builtin", 20)])
 def test_manifest_is_a_valid_inference_service(compressed: Compressed,
                                                transformed: tuple[Path, Path],
-                                               tmp_path: Path) -> None:
+                                               tmp_path: Path, predictor: str,
+                                               canary: int) -> None:
     crd = SHARED / "crds" / "serving.kserve.io_inferenceservices.yaml"
     if not crd.is_file():
         pytest.skip("../shared/crds is absent")
     import jsonschema
 
     fw = compressed.framework
-    _push(compressed, transformed[0], tmp_path, f"Manifest_{fw.value}")
+    config = PushConfig(framework=fw, model_name=f"Manifest_{fw.value}", predictor=predictor,
+                        canary_percent=canary)
+    with mlflow.start_run():
+        run_push(config, transformed[0], compressed.model_dir, compressed.exports,
+                 {"test_accuracy": 0.95}, tmp_path / "isvc.yaml")
     manifest = yaml.safe_load((tmp_path / "isvc.yaml").read_text())
     spec = yaml.safe_load(crd.read_text())
     version = next(v for v in spec["spec"]["versions"] if v["name"] == "v1beta1")
     jsonschema.validate(manifest, version["schema"]["openAPIV3Schema"])
     assert manifest["metadata"]["name"] == f"manifest-{fw.value}"
-    assert manifest["spec"]["predictor"]["model"]["storageUri"]
+    predictor_spec = manifest["spec"]["predictor"]
+    # Either way the model comes from the registered version's exports/ artifacts.
+    if predictor == "custom":
+        env = {e["name"]: e["value"] for e in predictor_spec["containers"][0]["env"]}
+        assert env["STORAGE_URI"].endswith("/exports")
+        assert "canaryTrafficPercent" not in predictor_spec
+    else:
+        assert "/exports" in predictor_spec["model"]["storageUri"]
+        assert predictor_spec["canaryTrafficPercent"] == canary
 
 
 def test_pushing_the_same_pipeline_run_twice_creates_nothing_new(

@@ -38,7 +38,7 @@ from components.compress.variants import (
 )
 from components.config import CompressConfig, Framework
 from components.data.dataset import Split, read_arrays, read_metadata
-from components.export.manifest import ExportEntry, ExportManifest
+from components.export.manifest import ExportEntry, ExportFormat, ExportManifest
 from components.export.verify import verify_exports
 from components.frameworks import get_adapter
 from components.frameworks.base import ModelSpec
@@ -109,9 +109,13 @@ def _write_exports(built: Built, results: list[VariantResult], selection: Select
     preferred = "onnx"
     if selection.best is not None:
         chosen = next(c for c in built.candidates if c.name == selection.best.name)
-        target = out_dir / chosen.path.name
-        shutil.move(chosen.path, target)
-        entries[chosen.name] = _entry(chosen, Path(target.name), sizes[chosen.name])
+        # An ONNX variant goes in a folder of its own as model.onnx: the layout KServe's
+        # built-in ONNX runtime loads (see components.push.serving).
+        rel = (Path(chosen.name) / "model.onnx" if chosen.format == ExportFormat.ONNX
+               else Path(chosen.path.name))
+        (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(chosen.path, out_dir / rel)
+        entries[chosen.name] = _entry(chosen, rel, sizes[chosen.name])
         preferred = chosen.name
     manifest = ExportManifest(framework=Framework(config.framework).value,
                               features=features, classes=classes, entries=entries,

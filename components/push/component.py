@@ -6,8 +6,8 @@ from components.images import step_component
 
 
 def push(parent_run_id: str, framework: str, model_name: str, namespace: str,
-         data: Input[Dataset], model: Input[Model], exports: Input[Model],
-         metrics: Input[Metrics], manifest: Output[Artifact]) -> str:
+         predictor: str, canary_percent: int, data: Input[Dataset], model: Input[Model],
+         exports: Input[Model], metrics: Input[Metrics], manifest: Output[Artifact]) -> str:
     """Register the model, move `champion`, write the InferenceService; returns the version."""
     import json
     from pathlib import Path
@@ -18,7 +18,8 @@ def push(parent_run_id: str, framework: str, model_name: str, namespace: str,
     from components.tracking import step_run
 
     with step_errors("push"), step_run(parent_run_id, "push", framework):
-        config = PushConfig(framework=framework, model_name=model_name, namespace=namespace)
+        config = PushConfig(framework=framework, model_name=model_name, namespace=namespace,
+                            predictor=predictor, canary_percent=canary_percent)
         values = json.loads(Path(metrics.path).read_text(encoding="utf-8"))
         result = run_push(config, Path(data.path), Path(model.path), Path(exports.path),
                           values, Path(manifest.path))

@@ -25,7 +25,7 @@ from components.errors import DataError, TwinflowError
 from components.evaluate.core import ACCURACY_TAG
 from components.export.manifest import EXPORTS_ARTIFACT_PATH, ExportManifest
 from components.frameworks import get_adapter
-from components.push.serving import inference_service
+from components.push.serving import pushed_inference_service
 
 log = logging.getLogger(__name__)
 PIPELINE_RUN_TAG = "pipeline_run"
@@ -61,8 +61,10 @@ def run_push(config: PushConfig, data_dir: Path, model_dir: Path, exports_dir: P
                  name, version, pipeline_run)
     if _champion_version(name, config.champion_alias) != version:
         _move_champion(config, name, version)
-    storage = MlflowClient().get_model_version_download_uri(name, version)
-    manifest = inference_service(name, version, storage, config.namespace)
+    canary = config.canary_percent if config.canary_percent < 100 else None
+    manifest = pushed_inference_service(name, version, config.namespace, exports,
+                                        predictor=config.predictor,
+                                        canary_traffic_percent=canary)
     manifest_path.parent.mkdir(parents=True, exist_ok=True)
     manifest_path.write_text(yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8")
     mlflow.log_artifact(str(manifest_path), artifact_path="serving")

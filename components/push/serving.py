@@ -22,13 +22,16 @@ while the previous one keeps the rest (KServe's canary rollout).
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
 from components.errors import ConfigError, DataError
-from components.export.manifest import ExportFormat, ExportManifest
+from components.export.manifest import ExportEntry, ExportFormat, ExportManifest
 from components.images import image
+
+log = logging.getLogger(__name__)
 
 Predictor = Literal["custom", "builtin"]
 MODEL_MOUNT = "/mnt/models"  # where KServe's storage initializer puts STORAGE_URI
@@ -95,17 +98,26 @@ def _custom(name: str, export: str, storage_uri: str) -> dict[str, Any]:
     }]}
 
 
+def builtin_servable(entry: ExportEntry) -> bool:
+    """Whether KServe's own ONNX or TensorFlow runtime can load ``entry`` where it lies."""
+    path = PurePosixPath(entry.path)
+    if entry.format == ExportFormat.ONNX:
+        return path.name == "model.onnx"
+    return entry.format == ExportFormat.SAVEDMODEL and path.name.isdigit()
+
+
 def _builtin(exports: ExportManifest, export: str, storage_uri: str) -> dict[str, Any]:
     """KServe's own runtime for the entry's format, pointed at the directory it expects."""
     entry = exports.entries[export]
     path = PurePosixPath(entry.path)
     base = storage_uri.rstrip("/")
     if entry.format == ExportFormat.ONNX:
-        if str(path) != "model.onnx":
+        if path.name != "model.onnx":
             raise ConfigError(f"export {export!r}: KServe's ONNX runtime loads model.onnx at "
                               f"the top of the storage URI, not {entry.path}")
+        parent = str(path.parent)
         return {"model": {"modelFormat": {"name": "onnx"}, "protocolVersion": "v2",
-                          "storageUri": base}}
+                          "storageUri": base if parent == "." else f"{base}/{parent}"}}
     if entry.format == ExportFormat.SAVEDMODEL:
         if not path.name.isdigit():
             raise ConfigError(f"export {export!r}: TF Serving needs the SavedModel in a "
@@ -143,7 +155,21 @@ def exports_storage_uri(model_name: str, version: str) -> str:
 def pushed_inference_service(model_name: str, version: str, namespace: str,
                              exports: ExportManifest, *, predictor: Predictor = "custom",
                              canary_traffic_percent: int | None = None) -> dict[str, Any]:
-    """The InferenceService push writes for a version registered with its exports."""
+    """The InferenceService push writes for a version registered with its exports.
+
+    KServe's built-in runtimes serve ONNX and SavedModel only, so with
+    ``predictor="builtin"`` a preferred TFLite or TorchScript entry gives way to the
+    best entry such a runtime can load (a compressed ONNX variant before fp32).
+    """
+    export = exports.preferred
+    if predictor == "builtin" and not builtin_servable(exports.entries[export]):
+        ranked = sorted(exports.entries.items(), key=lambda kv: kv[1].variant == "fp32")
+        servable = [name for name, entry in ranked if builtin_servable(entry)]
+        if not servable:
+            raise ConfigError(f"{model_name}: no export a KServe built-in runtime can load "
+                              f"({sorted(exports.entries)}); use the custom predictor")
+        log.warning("built-in runtime cannot load %s; serving %s", export, servable[0])
+        export = servable[0]
     return inference_service(model_name, version, exports_storage_uri(model_name, version),
-                             namespace, exports, predictor=predictor,
+                             namespace, exports, export=export, predictor=predictor,
                              canary_traffic_percent=canary_traffic_percent)
