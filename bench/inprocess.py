@@ -45,7 +45,8 @@ def main(framework: str, workdir: Path) -> float:
     with step_run(parent, "train", framework):
         run_train(TrainConfig(framework=framework, show_progress=False), d / "data", d / "model")
     with step_run(parent, "evaluate", framework):
-        result = run_evaluate(EvaluateConfig(framework=framework), d / "data", d / "model")
+        result = run_evaluate(EvaluateConfig(framework=framework), d / "data", d / "model",
+                              d / "raw")
     with step_run(parent, "compress", framework):
         run_compress(CompressConfig(framework=framework), d / "data", d / "model", d / "int8")
     if result.verdict.blessed:
