@@ -58,14 +58,16 @@ def test_evaluate_logs_metrics_curves_slices_and_verdict(
     config = EvaluateConfig(framework=fw, model_name=f"eval-{fw.value}", slice_feature="label")
     result = run_evaluate(config, transformed[0], model_dir, raw_dir=digits_dir)
     assert result.verdict.blessed and "no champion" in result.verdict.reason
-    assert sum(map(sum, result.confusion)) == 270
+    test_rows = read_metadata(transformed[0]).rows["test"]
+    assert 260 < test_rows < 280  # 15% of digits' 1,797 rows
+    assert sum(map(sum, result.confusion)) == test_rows
     run = MlflowClient().get_run(active_run.info.run_id)
     metrics = run.data.metrics
     assert metrics["test_accuracy"] == result.accuracy > 0.85
     # mlflow.models.evaluate's own figures agree with the project's metric names.
     assert metrics["test_accuracy_score"] == pytest.approx(result.accuracy)
     assert metrics["test_f1_score"] == pytest.approx(metrics["test_f1_macro"])
-    assert metrics["test_example_count"] == 270
+    assert metrics["test_example_count"] == test_rows
     assert 0.9 < metrics["test_roc_auc"] <= 1.0
     assert {"f1_0", "precision_9", "recall_5"} <= set(metrics)
     assert run.data.tags["twinflow.blessed"] == "true"
@@ -76,7 +78,7 @@ def test_evaluate_logs_metrics_curves_slices_and_verdict(
     # Slicing by the raw label: a slice's accuracy is that class's recall.
     assert result.slices is not None and list(result.slices["slice"]) == [str(i)
                                                                          for i in range(10)]
-    assert result.slices["rows"].sum() == 270
+    assert result.slices["rows"].sum() == test_rows
     for row in result.slices.itertuples():
         assert row.accuracy == pytest.approx(metrics[f"recall_{row.slice}"])
         assert metrics[f"slice_label_{row.slice}_accuracy"] == pytest.approx(row.accuracy)
@@ -183,7 +185,8 @@ def test_bad_slice_feature_and_roc_class_are_named(
         trained: tuple[Framework, Path], transformed: tuple[Path, Path], digits_dir: Path,
         active_run: mlflow.ActiveRun) -> None:
     with pytest.raises(DataError, match="slice_feature 'nope' is not a column"):
-        slice_column("nope", transformed[0], digits_dir, 270)
+        slice_column("nope", transformed[0], digits_dir,
+                     read_metadata(transformed[0]).rows["test"])
     with pytest.raises(DataError, match="do not match"):
         slice_column("label", transformed[0], digits_dir, 100)
     fw, model_dir = trained
