@@ -41,13 +41,28 @@ from pipelines import warm_launcher
 
 log = logging.getLogger(__name__)
 
+_DATA = ("components.ingest.core", "components.transform.core", "components.evaluate.core",
+         "components.compress.core", "components.push.core", "components.compare.core",
+         "components.train.core", "apache_beam", "onnxruntime", "onnx",
+         "mlflow.models.evaluation.default_evaluator", "matplotlib.pyplot",
+         "components.compress.onnx_variants", "components.export.verify")
 PRELOAD: dict[str, tuple[str, ...]] = {
-    "base": ("kfp.dsl.executor_main", "components.tracking", "components.lifecycle.core",
-             "components.ingest.core", "components.transform.core", "components.evaluate.core",
-             "components.compress.core", "components.push.core", "components.compare.core",
-             "components.train.core", "apache_beam", "onnxruntime"),
-    "torch": ("torch", "components.frameworks.pytorch"),
-    "tensorflow": ("tensorflow", "components.frameworks.tensorflow"),
+    # What the run's bookkeeping tasks (start-run, finish-run) need: ready in seconds,
+    # so the first task does not wait for the heavy imports below.
+    # MLflow imports its SQL stores (and alembic) on the first store access: ~1 s a task.
+    "light": ("kfp.dsl.executor_main", "components.tracking", "components.lifecycle.core",
+              "mlflow.store.tracking.sqlalchemy_store",
+              "mlflow.store.model_registry.sqlalchemy_store", "alembic.script",
+              "alembic.runtime.migration"),
+    # Forked from "light" and importing side by side while the first tasks run.
+    "base": _DATA,
+    "torch": (*_DATA, "torch", "components.frameworks.pytorch", "mlflow.pytorch",
+              "torch.onnx", "onnxscript", "components.compress.torch_variants",
+              "components.export.torch_export", "components.transform.torch_layer"),
+    "tensorflow": (*_DATA, "tensorflow", "components.frameworks.tensorflow", "tf_keras",
+                   "mlflow.tensorflow", "tf2onnx", "tensorflow_model_optimization",
+                   "components.compress.tf_variants", "components.export.tf_export",
+                   "components.transform.tf_layer"),
 }
 
 
@@ -63,7 +78,7 @@ def warm_python(kinds: list[str]) -> Iterator[str | None]:
         return
     # In the system temp dir: a socket path must stay under 108 bytes.
     sock_dir = Path(tempfile.mkdtemp(prefix="twinflow-warm-"))
-    sockets = {kind: str(sock_dir / f"{kind}.sock") for kind in ["base", *kinds]}
+    sockets = {kind: str(sock_dir / f"{kind}.sock") for kind in ["light", "base", *kinds]}
     launcher = sock_dir / "python"
     launcher.write_text(f"#!{sys.executable} -IS\n" + Path(warm_launcher.__file__).read_text())
     launcher.chmod(0o755)
@@ -89,13 +104,13 @@ def warm_python(kinds: list[str]) -> Iterator[str | None]:
 
 
 def serve(sockets: dict[str, str]) -> None:
-    """The zygote process: preload, fork the framework zygotes, then serve tasks."""
-    kind = "base"
-    _preload(PRELOAD["base"], sockets[kind])
-    for framework in (k for k in sockets if k != "base"):
+    """The zygote process: preload, fork the other zygotes, then serve tasks."""
+    kind = "light"
+    _preload(PRELOAD["light"], sockets[kind])
+    for other in (k for k in sockets if k != "light"):
         if os.fork() == 0:
-            kind = framework
-            _preload(PRELOAD[framework], sockets[kind])
+            kind = other
+            _preload(PRELOAD[kind], sockets[kind])
             break
     _accept_forever(sockets[kind])
 

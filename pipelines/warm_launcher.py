@@ -49,8 +49,17 @@ def main(args: list[str]) -> int:
     return int(line)
 
 
+LIGHT_TASKS = ("start_run", "finish_run")
+
+
 def _kind(args: list[str]) -> str:
-    """The warm interpreter a task needs: its `framework` parameter, if it has one."""
+    """The warm interpreter a task needs: `light` for the run's bookkeeping tasks, else
+    its `framework` parameter, if it has one."""
+    try:
+        if args[args.index("--function_to_execute") + 1] in LIGHT_TASKS:
+            return "light"
+    except (ValueError, IndexError):
+        pass
     try:
         executor_input = json.loads(args[args.index("--executor_input") + 1])
         framework = executor_input["inputs"]["parameterValues"].get("framework", "")
