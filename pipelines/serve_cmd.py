@@ -23,7 +23,8 @@ def serve(
         "--framework", "-f", help="Which default model when --model is not given.")
                          ] = Framework.TORCH,
     export: Annotated[str, typer.Option(
-        help="Entry of export.json to serve (default: its preferred entry).")] = "",
+        help="Entry of export.json to serve (default: the raw-input entry, which takes raw "
+             "rows, if the exports have one; else the preferred, compressed entry).")] = "",
     name: Annotated[str, typer.Option(help="Model name in the URLs (default: registered name).")
                     ] = "",
     port: int = 8080,

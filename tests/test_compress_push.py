@@ -22,8 +22,11 @@ from components.config import CompressConfig, Framework, PushConfig
 from components.data.dataset import Split, read_arrays, read_metadata
 from components.errors import DataError
 from components.export.manifest import ExportManifest
+from components.export.raw import RAW_ENTRY, probe_rows
 from components.export.verify import verify_exports
+from components.frameworks.base import softmax
 from components.push.core import run_push
+from components.transform.fitted import FittedTransform
 from tests.conftest import SHARED, cli_env
 
 VARIANTS = {
@@ -103,8 +106,13 @@ def test_the_output_is_an_exports_directory(compressed: Compressed) -> None:
     fw = compressed.framework
     assert manifest.framework == fw.value and manifest.n_features == 64
     assert manifest.preferred == compressed.result.variant
-    assert set(manifest.entries) == FP32_ENTRIES[fw] | {manifest.preferred}
+    assert set(manifest.entries) == FP32_ENTRIES[fw] | {manifest.preferred, RAW_ENTRY}
     assert manifest.entries[manifest.preferred].variant != "fp32"
+    # the raw-input model (transform inside) ships too and is what a server loads by default
+    raw = manifest.entries[RAW_ENTRY]
+    assert raw.input == "raw" and manifest.serving_default == RAW_ENTRY
+    assert manifest.raw_features is not None and len(manifest.raw_features.numeric) == 64
+    assert raw.format == ("torchscript" if fw is Framework.TORCH else "savedmodel")
     table = json.loads((compressed.exports / COMPRESSION_FILE).read_text())
     assert {r["name"] for r in table["variants"]} == VARIANTS[fw]
 
@@ -143,6 +151,17 @@ def test_exports_reload_in_a_fresh_process(compressed: Compressed, transformed: 
     with pytest.raises(DataError, match=r"export 'onnx' \(onnx, model.onnx\): reloaded "
                                         r"predictions differ"):
         verify_exports(compressed.exports, {"onnx": ref + 0.5}, x)
+    # the raw entry, on probe rows with gaps, against the network after the fitted transform
+    manifest = ExportManifest.load(compressed.exports)
+    assert manifest.raw_features is not None
+    fitted = FittedTransform.load(compressed.exports / manifest.raw_features.transform)
+    probe = probe_rows(fitted, rows=32, seed=4)
+    assert probe.isna().any().any()
+    want = softmax(_reference(compressed, fitted.apply(probe)))
+    diffs = verify_exports(compressed.exports, {RAW_ENTRY: want}, x, raw_rows=probe)
+    assert diffs[RAW_ENTRY] < 1e-4
+    with pytest.raises(DataError, match=r"export 'raw' .* reloaded predictions differ"):
+        verify_exports(compressed.exports, {RAW_ENTRY: want[::-1]}, x, raw_rows=probe)
     broken = tmp_path / "broken"
     shutil.copytree(compressed.exports, broken)
     (broken / "model.onnx").write_bytes(b"not a model")
@@ -185,6 +204,7 @@ def test_push_logs_the_exports_and_tags_the_variant(
     assert version.tags["compression_variant"] == manifest.preferred
     assert version.tags["compression_format"] == chosen.format.value
     assert version.tags["compression_bytes"] == str(chosen.bytes)
+    assert (version.tags["serving_export"], version.tags["serving_input"]) == (RAW_ENTRY, "raw")
     assert float(version.tags["compression_accuracy"]) == pytest.approx(
         compressed.result.int8_accuracy, abs=1e-5)
     local = Path(mlflow.artifacts.download_artifacts(run_id=version.run_id,
@@ -234,6 +254,8 @@ def test_manifest_is_a_valid_inference_service(compressed: Compressed,
         env = {e["name"]: e["value"] for e in predictor_spec["containers"][0]["env"]}
         assert env["STORAGE_URI"].endswith("/exports")
         assert "canaryTrafficPercent" not in predictor_spec
+        args = predictor_spec["containers"][0]["args"]
+        assert args[args.index("--export") + 1] == RAW_ENTRY  # raw rows in, transform inside
     else:
         assert "/exports" in predictor_spec["model"]["storageUri"]
         assert predictor_spec["canaryTrafficPercent"] == canary

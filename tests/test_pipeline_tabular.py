@@ -1,6 +1,7 @@
 """End to end on tabular data with string categoricals and missing values:
 `twinflow run --data FILE --label COL` through KFP's local runner, per framework,
-then the raw-input model the train step exported answers raw CSV rows.
+then the raw-input model the train step exported answers raw CSV rows, and so does
+`twinflow serve` of the registered champion over HTTP (the raw entry of its exports).
 
 Marked slow: each run is a real pipeline with real training.
 """
@@ -32,7 +33,8 @@ def test_run_with_categoricals_and_gaps(tmp_path: Path, framework: str) -> None:
     assert frame.isna().any().any() and frame.select_dtypes(include="object").shape[1] >= 2
     done = subprocess.run(
         [sys.executable, "-m", "pipelines.cli", "run", "-q", "--framework", framework,
-         "--data", str(csv), "--label", "label", "--epochs", "15", "--min-accuracy", "0.6"],
+         "--data", str(csv), "--label", "label", "--epochs", "15", "--min-accuracy", "0.6",
+         "--model-name", f"shop-{framework}"],
         cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "blessed" in done.stdout
@@ -46,10 +48,32 @@ def test_run_with_categoricals_and_gaps(tmp_path: Path, framework: str) -> None:
     assert transform.data.params["n_numeric"] == "2"
 
     layer = layer_module(framework)
-    [raw_dir] = {p.parent for p in tmp_path.rglob("raw/transform.json")}
+    [raw_dir] = {p.parent for p in tmp_path.rglob("raw/transform.json")  # the train step's
+                 if not (p.parent.parent / "export.json").is_file()}  # not compress's copy
     predict = layer.load_raw_model(layer.raw_model_path(raw_dir.parent))
     rows = pd.read_csv(csv)
     probs = predict(rows.drop(columns=["label"]))
     classes = np.array(sorted(rows["label"].unique()))
     accuracy = float((classes[probs.argmax(axis=1)] == rows["label"].to_numpy()).mean())
     assert accuracy > 0.75, accuracy
+    _served_champion_answers_raw_rows(tmp_path, f"shop-{framework}", rows.head(40), probs[:40])
+
+
+def _served_champion_answers_raw_rows(tmp_path: Path, name: str, rows: pd.DataFrame,
+                                      expected: np.ndarray) -> None:
+    """`twinflow serve --model NAME` (champion) takes the CSV's rows as they are."""
+    from tests.test_serve import Server
+
+    env = cli_env(tmp_path, f"sqlite:///{tmp_path / '.twinflow' / 'mlflow.db'}")
+    server = Server([sys.executable, "-m", "pipelines.cli", "serve", "--model", name],
+                    env=env, name=name)
+    try:
+        server.wait_ready()
+        records = [{k: (None if isinstance(v, float) and np.isnan(v) else v)
+                    for k, v in r.items()} for r in rows.astype(object).to_dict("records")]
+        response = server.v1(records)  # the label column rides along and is ignored
+        assert response.status_code == 200, response.text
+        got = np.array([p["probabilities"] for p in response.json()["predictions"]])
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+    finally:
+        server.stop()

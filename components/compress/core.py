@@ -9,8 +9,10 @@ what "best" means.
 
 The output directory is an exports directory (``components.export.manifest``):
 the fp32 exports, the chosen variant (the preferred entry; fp32 ONNX when none
-passes the gate) and ``compression.json`` with the whole table. Every shipped
-entry is reloaded in a fresh process and compared with the in-memory model.
+passes the gate), the raw-input model with the fitted transform inside
+(``components.export.raw``) and ``compression.json`` with the whole table.
+Every shipped entry is reloaded in a fresh process and compared with the
+in-memory model (the raw one on probe rows through the fitted transform).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import cast
 
 import mlflow
 import numpy as np
+import pandas as pd
 
 from components.compress.report import log_report
 from components.compress.variants import (
@@ -39,9 +42,11 @@ from components.compress.variants import (
 from components.config import CompressConfig, Framework
 from components.data.dataset import Split, read_arrays, read_metadata
 from components.export.manifest import ExportEntry, ExportFormat, ExportManifest
+from components.export.raw import RAW_ENTRY, probe_rows, ship_raw_model
 from components.export.verify import verify_exports
 from components.frameworks import get_adapter
-from components.frameworks.base import ModelSpec
+from components.frameworks.base import ModelSpec, softmax
+from components.transform.fitted import FittedTransform
 
 log = logging.getLogger(__name__)
 COMPRESSION_FILE = "compression.json"
@@ -81,9 +86,11 @@ def run_compress(config: CompressConfig, data_dir: Path, model_dir: Path,
         results = [measure(c, test.x, test.y, config.latency_calls) for c in built.candidates]
         selection = select_best(results, config.max_accuracy_drop)
         manifest = _write_exports(built, results, selection, meta.features, meta.classes,
-                                  config, out_dir)
-        verify_exports(out_dir, _references(built, manifest, out_dir, test.x[:_VERIFY_ROWS]),
-                       test.x[:_VERIFY_ROWS], config.verify_atol)
+                                  config, out_dir, model_dir)
+        x = test.x[:_VERIFY_ROWS]
+        references = _references(built, manifest, out_dir, x)
+        probe = _raw_references(built, manifest, out_dir, references)
+        verify_exports(out_dir, references, x, config.verify_atol, probe)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result = _result(results, selection, manifest.preferred)
@@ -101,11 +108,15 @@ def _builder(framework: Framework) -> Callable[..., Built]:
 
 def _write_exports(built: Built, results: list[VariantResult], selection: Selection,
                    features: list[str], classes: list[str], config: CompressConfig,
-                   out_dir: Path) -> ExportManifest:
-    """Manifest of the fp32 exports plus the chosen variant (moved into ``out_dir``)."""
+                   out_dir: Path, model_dir: Path) -> ExportManifest:
+    """Manifest of the fp32 exports, the raw-input model and the chosen variant (moved
+    into ``out_dir``)."""
     sizes = {r.name: r.bytes for r in results}
     entries = {c.name: _entry(c, c.path.relative_to(out_dir), sizes[c.name])
                for c in built.candidates if c.variant == "fp32"}
+    raw = ship_raw_model(config.framework, model_dir, out_dir)
+    if raw is not None:
+        entries[RAW_ENTRY] = raw[0]
     preferred = "onnx"
     if selection.best is not None:
         chosen = next(c for c in built.candidates if c.name == selection.best.name)
@@ -119,7 +130,7 @@ def _write_exports(built: Built, results: list[VariantResult], selection: Select
         preferred = chosen.name
     manifest = ExportManifest(framework=Framework(config.framework).value,
                               features=features, classes=classes, entries=entries,
-                              preferred=preferred)
+                              preferred=preferred, raw_features=raw[1] if raw else None)
     manifest.save(out_dir)
     table = {"max_accuracy_drop": config.max_accuracy_drop, "chosen": preferred,
              "passed": selection.best is not None, "rejected": selection.rejected,
@@ -142,7 +153,19 @@ def _references(built: Built, manifest: ExportManifest, out_dir: Path,
     fp32 = built.reference(x)
     return {name: fp32 if entry.variant == "fp32"
             else load_predictor(entry.format, out_dir / entry.path)(x)
-            for name, entry in manifest.entries.items()}
+            for name, entry in manifest.entries.items() if entry.input == "transformed"}
+
+
+def _raw_references(built: Built, manifest: ExportManifest, out_dir: Path,
+                    references: dict[str, np.ndarray]) -> pd.DataFrame | None:
+    """Probe rows for the raw entry, adding its reference (in-memory probabilities after
+    the fitted transform) to ``references``; None without a raw entry."""
+    if manifest.raw_entry is None or manifest.raw_features is None:
+        return None
+    fitted = FittedTransform.load(out_dir / manifest.raw_features.transform)
+    rows = probe_rows(fitted)
+    references[manifest.raw_entry] = softmax(built.reference(fitted.apply(rows)))
+    return rows
 
 
 def _result(results: list[VariantResult], selection: Selection, preferred: str) -> CompressResult:

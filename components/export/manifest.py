@@ -3,9 +3,12 @@
 An exports directory holds one or more exported model files of the same trained
 model (fp32 formats and compressed variants) plus ``export.json`` describing
 them. The model server loads any entry of it; push logs the whole directory to
-the registered model's run under ``exports/``. The files take a float32 matrix
-of model inputs (rows x ``n_features``) and return ``output`` (logits or
-probabilities) per class.
+the registered model's run under ``exports/``. Most entries take a float32
+matrix of transformed model inputs (rows x ``n_features``) and return
+``output`` (logits or probabilities) per class. A ``raw`` entry has the fitted
+transform inside: it takes raw rows (the columns of ``raw_features``, numbers
+and strings, missing values allowed) and returns class probabilities; the
+server serves it by default, so clients send what the training data looked like.
 """
 
 from __future__ import annotations
@@ -40,6 +43,22 @@ class ExportEntry(BaseModel):
     path: str = Field(min_length=1)
     variant: str = Field(default="fp32", description="fp32, or the compression variant.")
     bytes: int = Field(default=0, ge=0)
+    input: Literal["transformed", "raw"] = "transformed"
+
+
+class RawFeatures(BaseModel):
+    """The raw columns a ``raw`` entry takes, in its input order, and its transform."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    numeric: list[str]
+    categorical: list[str]
+    transform: str = Field(min_length=1, description="The fitted transform's JSON, relative.")
+
+    @property
+    def names(self) -> list[str]:
+        """Every raw column: numeric first, then categorical."""
+        return [*self.numeric, *self.categorical]
 
 
 class ExportManifest(BaseModel):
@@ -50,17 +69,30 @@ class ExportManifest(BaseModel):
     framework: Literal["torch", "tensorflow"]
     features: list[str]
     classes: list[str]
-    input: Literal["transformed", "raw"] = "transformed"
     output: Literal["logits", "probabilities"] = "logits"
     entries: dict[str, ExportEntry]
     preferred: str
+    raw_features: RawFeatures | None = None
 
     @model_validator(mode="after")
     def _preferred_exists(self) -> ExportManifest:
         if self.preferred not in self.entries:
             raise ValueError(f"preferred export '{self.preferred}' is not one of "
                              f"{sorted(self.entries)}")
+        raw = [k for k, e in self.entries.items() if e.input == "raw"]
+        if raw and self.raw_features is None:
+            raise ValueError(f"raw-input entries {raw} need 'raw_features'")
         return self
+
+    @property
+    def raw_entry(self) -> str | None:
+        """The first entry that takes raw rows (the transform inside), if any."""
+        return next((k for k, e in self.entries.items() if e.input == "raw"), None)
+
+    @property
+    def serving_default(self) -> str:
+        """What a server loads unless told otherwise: raw rows in if possible."""
+        return self.raw_entry or self.preferred
 
     @property
     def n_features(self) -> int:
@@ -80,7 +112,10 @@ class ExportManifest(BaseModel):
         if not path.is_file():
             raise DataError(f"{directory}: not an exports directory (no {MANIFEST_FILE})")
         manifest = cls.model_validate_json(path.read_text(encoding="utf-8"))
-        missing = [e.path for e in manifest.entries.values() if not (directory / e.path).exists()]
+        paths = [e.path for e in manifest.entries.values()]
+        if manifest.raw_features is not None:
+            paths.append(manifest.raw_features.transform)
+        missing = [p for p in paths if not (directory / p).exists()]
         if missing:
             raise DataError(f"{path}: exported files missing: {missing}")
         return manifest

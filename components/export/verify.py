@@ -5,6 +5,9 @@ missing custom op, weights left in memory, a signature that needs the Python
 object). So the check runs ``python -m components.export.verify`` in a new
 interpreter, which loads each entry with :func:`load_predictor` and writes its
 outputs to ``.npy`` files; the caller compares them with the in-memory model.
+A raw-input entry (components.export.raw) is fed ``raw_rows`` instead and
+answers probabilities, so its reference is the in-memory model's probabilities
+on those rows after the fitted transform.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from components.errors import DataError
 from components.export.manifest import ExportManifest
@@ -27,7 +31,7 @@ _TIMEOUT_S = 600
 
 
 def verify_exports(directory: Path, references: dict[str, np.ndarray], x: np.ndarray,
-                   atol: float = 1e-3) -> dict[str, float]:
+                   atol: float = 1e-3, raw_rows: pd.DataFrame | None = None) -> dict[str, float]:
     """Check each entry named in ``references`` against its in-memory predictions.
 
     Returns the largest absolute difference per entry; raises DataError naming
@@ -37,9 +41,14 @@ def verify_exports(directory: Path, references: dict[str, np.ndarray], x: np.nda
     unknown = sorted(set(references) - set(manifest.entries))
     if unknown:
         raise DataError(f"{directory}: no exports named {unknown}")
+    raw = [n for n in references if manifest.entries[n].input == "raw"]
+    if raw and raw_rows is None:
+        raise DataError(f"{directory}: raw-input exports {raw} need raw rows to verify")
     with tempfile.TemporaryDirectory(prefix="verify-") as tmp:
         inputs = Path(tmp) / "x.npy"
         np.save(inputs, np.ascontiguousarray(x, np.float32))
+        if raw_rows is not None:
+            raw_rows.to_parquet(Path(tmp) / "raw.parquet")
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             [str(_PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
         done = subprocess.run(
@@ -70,7 +79,8 @@ def _compare(manifest: ExportManifest, name: str, got: np.ndarray, want: np.ndar
 
 
 def _main(argv: list[str]) -> None:
-    """Child side: ``directory inputs.npy out_dir name...``."""
+    """Child side: ``directory inputs.npy out_dir name...`` (raw rows: ``out_dir/raw.parquet``)."""
+    from components.export.raw import load_raw_predictor
     from components.export.runtime import load_predictor
 
     directory, inputs, out_dir, names = Path(argv[0]), Path(argv[1]), Path(argv[2]), argv[3:]
@@ -79,7 +89,11 @@ def _main(argv: list[str]) -> None:
     for name in names:
         entry = manifest.entries[name]
         try:
-            out = load_predictor(entry.format, directory / entry.path)(x)
+            if entry.input == "raw":
+                rows = pd.read_parquet(out_dir / "raw.parquet")
+                out = load_raw_predictor(manifest.framework, directory / entry.path)(rows)
+            else:
+                out = load_predictor(entry.format, directory / entry.path)(x)
         except Exception as err:
             raise DataError(f"export '{name}' ({entry.format}, {entry.path}) failed to load or "
                             f"run: {err}") from err

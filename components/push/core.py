@@ -83,10 +83,13 @@ def _check_exports(exports_dir: Path, config: PushConfig) -> ExportManifest:
 
 
 def _compression_tags(exports_dir: Path, manifest: ExportManifest) -> dict[str, str]:
-    """Version tags of the preferred export: its variant, format, size and test accuracy."""
+    """Version tags of the preferred export (its variant, format, size and test accuracy)
+    and of what the model server serves by default (raw rows in, or transformed)."""
     entry = manifest.entries[manifest.preferred]
     tags = {"compression_variant": manifest.preferred if entry.variant != "fp32" else "none",
-            "compression_format": entry.format.value, "compression_bytes": str(entry.bytes)}
+            "compression_format": entry.format.value, "compression_bytes": str(entry.bytes),
+            "serving_export": manifest.serving_default,
+            "serving_input": manifest.entries[manifest.serving_default].input}
     table = exports_dir / COMPRESSION_FILE
     if table.is_file():
         rows = json.loads(table.read_text(encoding="utf-8")).get("variants", [])

@@ -99,8 +99,11 @@ def _custom(name: str, export: str, storage_uri: str) -> dict[str, Any]:
 
 
 def builtin_servable(entry: ExportEntry) -> bool:
-    """Whether KServe's own ONNX or TensorFlow runtime can load ``entry`` where it lies."""
+    """Whether KServe's own ONNX or TensorFlow runtime can load ``entry`` where it lies
+    (never a raw-input entry: those runtimes would not return probabilities by class)."""
     path = PurePosixPath(entry.path)
+    if entry.input != "transformed":
+        return False
     if entry.format == ExportFormat.ONNX:
         return path.name == "model.onnx"
     return entry.format == ExportFormat.SAVEDMODEL and path.name.isdigit()
@@ -157,11 +160,13 @@ def pushed_inference_service(model_name: str, version: str, namespace: str,
                              canary_traffic_percent: int | None = None) -> dict[str, Any]:
     """The InferenceService push writes for a version registered with its exports.
 
-    KServe's built-in runtimes serve ONNX and SavedModel only, so with
-    ``predictor="builtin"`` a preferred TFLite or TorchScript entry gives way to the
-    best entry such a runtime can load (a compressed ONNX variant before fp32).
+    The custom predictor serves the exports' serving default: the raw-input entry
+    (transform inside, raw rows in) when there is one. KServe's built-in runtimes
+    serve ONNX and SavedModel only, so with ``predictor="builtin"`` the preferred
+    entry is served, or if they cannot load it the best entry they can (a compressed
+    ONNX variant before fp32); clients then send transformed rows.
     """
-    export = exports.preferred
+    export = exports.serving_default if predictor == "custom" else exports.preferred
     if predictor == "builtin" and not builtin_servable(exports.entries[export]):
         ranked = sorted(exports.entries.items(), key=lambda kv: kv[1].variant == "fp32")
         servable = [name for name, entry in ranked if builtin_servable(entry)]

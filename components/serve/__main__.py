@@ -21,7 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--model", default=None,
                         help="registered NAME[@alias] or NAME/VERSION; env MODEL (wins over "
                              "MODEL_DIR, which the image sets to /mnt/models)")
-    parser.add_argument("--export", default=None, help="entry of export.json (default: preferred)")
+    parser.add_argument("--export", default=None,
+                        help="entry of export.json (default: the raw-input entry if any, "
+                             "else the preferred one)")
     parser.add_argument("--name", default=None, help="model name in the URL paths")
     parser.add_argument("--host", default=os.environ.get("HOST", DEFAULT_HOST))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", DEFAULT_PORT)))

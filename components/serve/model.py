@@ -1,4 +1,9 @@
-"""The KServe model: one entry of an exports directory behind V1 and V2 predict."""
+"""The KServe model: one entry of an exports directory behind V1 and V2 predict.
+
+By default the manifest's ``serving_default``: the raw-input entry (the fitted
+transform inside, raw rows in; see components.serve.raw_protocol) when the
+exports have one, else the preferred entry (a matrix of transformed inputs).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,12 @@ from typing import Any
 
 import kserve
 import numpy as np
+import pandas as pd
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from components.errors import ConfigError
 from components.export.manifest import ExportEntry, ExportManifest
+from components.serve import raw_protocol
 from components.serve.loaders import Runner, load_runner
 from components.serve.protocol import (
     CLASS,
@@ -28,7 +35,7 @@ log = logging.getLogger(__name__)
 
 
 class ExportsModel(kserve.Model):
-    """Serves ``export`` (default: the manifest's preferred entry) of ``model_dir``.
+    """Serves ``export`` (default: the manifest's serving default) of ``model_dir``.
 
     Answers class probabilities (softmax of the export's logits when its output
     is logits) and the predicted class, the same for every format.
@@ -45,13 +52,13 @@ class ExportsModel(kserve.Model):
     def load(self) -> bool:
         """Read the manifest and load the chosen entry with its format's loader."""
         manifest = ExportManifest.load(self.model_dir)
-        key = self.export or manifest.preferred
+        key = self.export or manifest.serving_default
         if key not in manifest.entries:
             raise ConfigError(f"--export {key!r}: {self.model_dir} has exports "
                               f"{sorted(manifest.entries)}")
         self.manifest, self.entry = manifest, manifest.entries[key]
         self.export = key
-        self._runner = load_runner(self.model_dir / self.entry.path, self.entry.format)
+        self._runner = self._load_runner()
         self.ready = True
         log.info("model '%s' ready: %s export '%s' (%s, %s)", self.name, manifest.framework,
                  key, self.entry.format.value, self.entry.variant)
@@ -66,16 +73,31 @@ class ExportsModel(kserve.Model):
         state["_runner"] = None
         return state
 
+    def _load_runner(self) -> Runner:
+        assert self.manifest is not None and self.entry is not None, "load() first"
+        path = self.model_dir / self.entry.path
+        if self.entry.input == "raw":
+            from components.export.raw import load_raw_predictor
+
+            return load_raw_predictor(self.manifest.framework, path)  # type: ignore[return-value]
+        return load_runner(path, self.entry.format)
+
     def _loaded_runner(self) -> Runner:
         if self._runner is None:
-            assert self.entry is not None, "load() first"
-            self._runner = load_runner(self.model_dir / self.entry.path, self.entry.format)
+            self._runner = self._load_runner()
         return self._runner
 
-    def probabilities(self, x: np.ndarray) -> np.ndarray:
-        """Class probabilities of float32 rows (what both protocols answer)."""
+    @property
+    def takes_raw_rows(self) -> bool:
+        """Whether the served entry has the transform inside (raw rows in)."""
+        return self.entry is not None and self.entry.input == "raw"
+
+    def probabilities(self, x: np.ndarray | pd.DataFrame) -> np.ndarray:
+        """Class probabilities of float32 rows, or of raw rows for a raw-input entry."""
         assert self.manifest is not None, "load() first"
         scores = self._loaded_runner()(x)
+        if self.takes_raw_rows:
+            return np.asarray(scores, dtype=np.float32)  # the raw models answer probabilities
         return softmax(scores) if self.manifest.output == "logits" else scores
 
     def predict(self, payload: dict[str, Any] | InferRequest,
@@ -83,12 +105,20 @@ class ExportsModel(kserve.Model):
         """V1 body -> ``{"predictions": [...]}``; V2 InferRequest -> InferResponse."""
         assert self.manifest is not None, "load() first"
         width, classes = self.manifest.n_features, self.manifest.classes
+        raw = self.manifest.raw_features
+        if self.takes_raw_rows and raw is not None:
+            if isinstance(payload, InferRequest):
+                return v2_response(payload, self.name,
+                                   self.probabilities(raw_protocol.v2_frame(payload, raw)), classes)
+            return v1_response(self.probabilities(raw_protocol.v1_frame(payload, raw)), classes)
         if isinstance(payload, InferRequest):
             return v2_response(payload, self.name, self.probabilities(v2_matrix(payload, width)),
                                classes)
         return v1_response(self.probabilities(v1_matrix(payload, width)), classes)
 
     def get_input_types(self) -> list[dict[str, Any]]:
+        if self.takes_raw_rows and self.manifest and self.manifest.raw_features:
+            return raw_protocol.input_types(self.manifest.raw_features)
         width = self.manifest.n_features if self.manifest else -1
         return [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, width]}]
 

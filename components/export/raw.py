@@ -1,0 +1,88 @@
+"""Raw-input exports: the fitted transform inside the model, raw rows in.
+
+The train step writes the network with the transform in front of it
+(components.transform.torch_layer / tf_layer) into ``model/raw/``. Compress
+ships it in the exports directory as the ``raw`` entry (TorchScript or
+SavedModel, with its ``transform.json``), checks it in a fresh process on probe
+rows, and the model server serves it by default: clients send the columns the
+training data had, with strings and gaps, and no transform code runs outside
+the model (no train/serve skew).
+
+Probe rows are drawn from the fitted transform itself (values around each
+fitted range, bucket edges, every vocabulary word, unseen words, missing
+values), so the check covers imputation and out-of-vocabulary paths that a
+clean test split may never hit.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from components.config import Framework
+from components.export.manifest import ExportEntry, ExportFormat, RawFeatures
+from components.transform.fitted import FITTED_FILE, FittedTransform
+
+RAW_DIR = "raw"
+RAW_ENTRY = "raw"
+UNSEEN = "<unseen>"
+PredictRaw = Callable[[pd.DataFrame], np.ndarray]
+_FORMATS = {Framework.TORCH: ExportFormat.TORCHSCRIPT,
+            Framework.TENSORFLOW: ExportFormat.SAVEDMODEL}
+
+
+def ship_raw_model(framework: Framework | str, model_dir: Path,
+                   out_dir: Path) -> tuple[ExportEntry, RawFeatures] | None:
+    """Copy the train step's raw-input model into ``out_dir/raw``; None if it has none."""
+    from components.transform.serving import layer_module
+
+    source = layer_module(framework).raw_model_path(model_dir)
+    if not source.exists():
+        return None
+    target = out_dir / RAW_DIR
+    shutil.copytree(source.parent, target, dirs_exist_ok=True)
+    fitted = FittedTransform.load(target / FITTED_FILE)
+    rel = Path(RAW_DIR) / source.name
+    entry = ExportEntry(format=_FORMATS[Framework(framework)], path=rel.as_posix(),
+                        bytes=_size(out_dir / rel), input="raw")
+    raw = RawFeatures(numeric=[f.name for f in fitted.numeric],
+                      categorical=[c.name for c in fitted.categorical],
+                      transform=(Path(RAW_DIR) / FITTED_FILE).as_posix())
+    return entry, raw
+
+
+def load_raw_predictor(framework: Framework | str, path: Path) -> PredictRaw:
+    """Class probabilities of raw rows (a DataFrame) for a shipped raw-input model."""
+    from components.transform.serving import layer_module
+
+    predict: PredictRaw = layer_module(framework).load_raw_model(path)
+    return predict
+
+
+def probe_rows(fitted: FittedTransform, rows: int = 64, seed: int = 0) -> pd.DataFrame:
+    """Raw rows that exercise every path of the transform (see the module docstring)."""
+    rng = np.random.default_rng(seed)
+    columns: dict[str, object] = {}
+    for f in fitted.numeric:
+        if f.boundaries:
+            lo, hi = min(f.boundaries), max(f.boundaries)
+            pad = (hi - lo) / 4 or 1.0
+            values = rng.uniform(lo - pad, hi + pad, rows)
+        else:
+            values = f.shift + f.scale * rng.normal(size=rows)
+        values[rng.random(rows) < 0.1] = np.nan
+        columns[f.name] = values
+    for c in fitted.categorical:
+        words = np.array([*c.vocabulary, UNSEEN, ""], dtype=object)
+        columns[c.name] = words[rng.integers(0, len(words), rows)]
+    return pd.DataFrame(columns, index=range(rows))
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

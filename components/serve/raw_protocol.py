@@ -1,0 +1,150 @@
+"""V1 and V2 requests of raw rows, for an entry with the fitted transform inside.
+
+Raw rows carry the columns the training data had (``RawFeatures``): numbers
+(``null`` = missing) and strings (``null`` or ``""`` = missing; words the
+model never saw go to its out-of-vocabulary bucket). Every malformed request
+raises KServe's ``InvalidInput`` (a 400 answer) naming the column and row.
+
+- V1: ``{"instances": [{"size": 1.5, "colour": "red"}, ...]}`` (extra keys,
+  such as an id or the label, are ignored), or rows as lists in the order of
+  the model's input types (numeric columns, then string columns).
+- V2: one input tensor per column, named by it, shape ``[N]`` or ``[N, 1]``
+  (numeric datatypes for numbers, BYTES for strings); a model without string
+  columns also takes a single numeric ``[N, n_numeric]`` tensor.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+from kserve.errors import InvalidInput
+from kserve.protocol.infer_type import InferInput, InferRequest
+
+from components.export.manifest import RawFeatures
+
+_NUMERIC_TYPES = {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64",
+                  "UINT8", "UINT16", "UINT32", "UINT64"}
+
+
+def input_types(raw: RawFeatures) -> list[dict[str, Any]]:
+    """The V2 metadata of a raw entry: one tensor per column."""
+    return ([{"name": n, "datatype": "FP64", "shape": [-1]} for n in raw.numeric]
+            + [{"name": n, "datatype": "BYTES", "shape": [-1]} for n in raw.categorical])
+
+
+def v1_frame(payload: Any, raw: RawFeatures) -> pd.DataFrame:
+    """The raw rows of a V1 body as a DataFrame of the model's columns."""
+    if isinstance(payload, bytes | str):
+        try:
+            payload = orjson.loads(payload)
+        except orjson.JSONDecodeError as err:
+            raise InvalidInput(f"request body is not JSON: {err}") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("instances"), list):
+        raise InvalidInput('expected a JSON object {"instances": [{"column": value, ...}, ...]}')
+    instances = payload["instances"]
+    if not instances:
+        raise InvalidInput("'instances' must be a non-empty list of rows")
+    columns: dict[str, list[Any]] = {n: [] for n in raw.names}
+    for i, row in enumerate(instances):
+        for name, value in zip(raw.names, _row_values(row, i, raw.names), strict=True):
+            columns[name].append(value)
+    return _frame(columns, raw, "'instances'")
+
+
+def _row_values(row: Any, i: int, names: list[str]) -> list[Any]:
+    if isinstance(row, dict):
+        absent = [n for n in names if n not in row]
+        if absent:
+            raise InvalidInput(f"'instances' row {i}: missing column(s) {absent} (send null "
+                               "for a missing value)")
+        return [row[n] for n in names]
+    if isinstance(row, list) and len(row) == len(names):
+        return row
+    raise InvalidInput(f"'instances' row {i}: expected an object with columns {names} or a "
+                       f"list of {len(names)} values")
+
+
+def v2_frame(request: InferRequest, raw: RawFeatures) -> pd.DataFrame:
+    """The raw rows of a V2 request: a tensor per column (or one numeric matrix)."""
+    by_name = {t.name: t for t in request.inputs}
+    if not raw.categorical and len(request.inputs) == 1 and raw.names[0] not in by_name:
+        return _matrix_frame(request.inputs[0], raw)
+    absent = [n for n in raw.names if n not in by_name]
+    if absent:
+        raise InvalidInput(f"missing input tensor(s) {absent}: send one tensor per column, "
+                           f"named {raw.names}")
+    columns = {n: _column(by_name[n], n in raw.categorical) for n in raw.names}
+    lengths = {len(v) for v in columns.values()}
+    if len(lengths) != 1:
+        raise InvalidInput(f"input tensors have different row counts {sorted(lengths)}")
+    return _frame(columns, raw, "inputs")
+
+
+def _column(tensor: InferInput, categorical: bool) -> list[Any]:
+    shape = list(tensor.shape)
+    if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
+        raise InvalidInput(f"input '{tensor.name}': shape must be [N] or [N, 1], got {shape}")
+    want = "BYTES" if categorical else "a numeric datatype"
+    if (tensor.datatype == "BYTES") != categorical or (
+            not categorical and tensor.datatype not in _NUMERIC_TYPES):
+        raise InvalidInput(f"input '{tensor.name}': datatype must be {want}, "
+                           f"got {tensor.datatype}")
+    try:
+        values = tensor.as_numpy().reshape(-1)
+    except (ValueError, TypeError) as err:
+        raise InvalidInput(f"input '{tensor.name}': data does not match shape {shape} "
+                           f"({err})") from None
+    return [v.decode() if isinstance(v, bytes) else v for v in values.tolist()]
+
+
+def _matrix_frame(tensor: InferInput, raw: RawFeatures) -> pd.DataFrame:
+    shape = list(tensor.shape)
+    if tensor.datatype not in _NUMERIC_TYPES or len(shape) != 2 or shape[1] != len(raw.numeric):
+        raise InvalidInput(f"input '{tensor.name}': expected a numeric tensor of shape "
+                           f"[N, {len(raw.numeric)}] or one tensor per column {raw.numeric[:5]}"
+                           f"..., got {tensor.datatype} {shape}")
+    try:
+        x = tensor.as_numpy().astype(np.float64)
+    except (ValueError, TypeError) as err:
+        raise InvalidInput(f"input '{tensor.name}': data does not match shape {shape} "
+                           f"({err})") from None
+    columns = {n: x[:, j].tolist() for j, n in enumerate(raw.numeric)}
+    return _frame(columns, raw, f"input '{tensor.name}'")
+
+
+def _frame(columns: dict[str, list[Any]], raw: RawFeatures, where: str) -> pd.DataFrame:
+    """Check each value's type (numbers or null; strings or null) and build the frame."""
+    for name in raw.numeric:
+        columns[name] = [_number(v, name, i, where) for i, v in enumerate(columns[name])]
+    for name in raw.categorical:
+        columns[name] = [_string(v, name, i, where) for i, v in enumerate(columns[name])]
+    frame = pd.DataFrame(columns, columns=raw.names)
+    if frame.empty:
+        raise InvalidInput(f"{where}: no rows to predict")
+    return frame
+
+
+def _number(value: Any, name: str, row: int, where: str) -> float:
+    if value is None:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInput(f"{where}: column '{name}' row {row}: expected a number or null, "
+                           f"got {value!r}")
+    if math.isinf(value):
+        raise InvalidInput(f"{where}: column '{name}' row {row}: infinite value")
+    return float(value)
+
+
+def _string(value: Any, name: str, row: int, where: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise InvalidInput(f"{where}: column '{name}' row {row}: expected a string or null, "
+                       f"got {value!r}")
