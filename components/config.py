@@ -65,7 +65,7 @@ class IngestConfig(_Config):
     key_column: str = ""
     stratify: bool = True
     bad_rows: Literal["fail", "skip"] = "fail"
-    batch_rows: int = Field(default=262_144, ge=16, le=4_194_304)
+    batch_rows: int = Field(default=524_288, ge=16, le=4_194_304)
     runner: str = Field(default="DirectRunner", min_length=1)
     pipeline_options: dict[str, Any] = Field(
         default_factory=dict, description="Passed to beam PipelineOptions, e.g. flink_master.")

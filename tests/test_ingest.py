@@ -95,3 +95,32 @@ def test_transform_handles_gaps_and_strings(tmp_path: Path, active_run: mlflow.A
 def test_unknown_builtin_dataset(tmp_path: Path, active_run: mlflow.ActiveRun) -> None:
     with pytest.raises(DataError, match="unknown built-in data set 'sklearn:nope'"):
         run_ingest(IngestConfig(source="sklearn:nope"), tmp_path)
+
+
+def test_read_ahead_keeps_order_and_surfaces_errors() -> None:
+    """The reader runs one batch ahead in a thread: same items, same order, its errors
+    raised in the consumer, and an abandoned stream stops the reader."""
+    import threading
+
+    from components.ingest.beam_pipeline import read_ahead
+
+    threads: set[str] = set()
+
+    def numbers(n: int, fail_at: int | None = None):  # type: ignore[no-untyped-def]
+        for i in range(n):
+            threads.add(threading.current_thread().name)
+            if i == fail_at:
+                raise DataError(f"bad batch {i}")
+            yield i
+
+    assert list(read_ahead(numbers(50))) == list(range(50))
+    assert threads and all(t.startswith("read-ahead") for t in threads)
+    got: list[int] = []
+    with pytest.raises(DataError, match="bad batch 3"):
+        for item in read_ahead(numbers(10, fail_at=3)):
+            got.append(item)
+    assert got == [0, 1, 2]
+    stream = read_ahead(numbers(10))
+    assert next(stream) == 0
+    stream.close()  # joins the reader thread; nothing left running
+    assert not any(t.name.startswith("read-ahead") for t in threading.enumerate())

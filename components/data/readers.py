@@ -15,6 +15,7 @@ import csv
 import gzip
 import io
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,7 @@ class BadRows:
     count: int = 0
     sample: list[dict[str, str]] = field(default_factory=list)
     parser_skipped: list[int] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def line_of(self, row_line: int) -> int:
         """Physical line of a row counted among delivered rows (parser-skipped lines added).
@@ -58,14 +60,16 @@ class BadRows:
         return row_line
 
     def reject(self, path: str, line: int | None, reason: str, text: str = "") -> None:
-        """Record one bad row, or raise if bad rows are fatal."""
+        """Record one bad row, or raise if bad rows are fatal (thread-safe: the parser
+        reports rows while the previous batch is being checked)."""
         where = f"{path}: line {line}" if line else path
         if not self.skip:
             raise DataError(f"{where}: {reason}")
-        self.count += 1
-        if len(self.sample) < 20:
-            self.sample.append({"file": path, "line": str(line or ""), "reason": reason,
-                                "text": text[:200]})
+        with self._lock:
+            self.count += 1
+            if len(self.sample) < 20:
+                self.sample.append({"file": path, "line": str(line or ""), "reason": reason,
+                                    "text": text[:200]})
 
 
 def detect_format(path: Path) -> str:

@@ -20,8 +20,9 @@ import json
 import logging
 import pickle
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import apache_beam as beam
 import numpy as np
@@ -40,6 +41,8 @@ SPLITS = ("train", "val", "test")
 STATS_FILE = "_stats.pkl"
 BAD_ROWS_FILE = "_bad_rows.json"
 _PHI = (5 ** 0.5 - 1) / 2
+_T = TypeVar("_T")
+_END = object()
 
 
 def pipeline_options(runner: str, options: dict[str, Any]) -> PipelineOptions:
@@ -77,8 +80,8 @@ class ReadAndSplit(beam.DoFn):
         types = {f.name: f.type for f in plan.schema} if plan.fmt == "csv" else None
         counters: dict[str, int] = {}
         offset = 0
-        for raw in read_batches(path, plan.fmt, plan.label, plan.csv, plan.batch_rows,
-                                types, bad):
+        for raw in read_ahead(read_batches(path, plan.fmt, plan.label, plan.csv,
+                                           plan.batch_rows, types, bad)):
             batch = self._conform(raw, path, offset, bad)
             codes = self._assign(batch, index, offset, counters)
             offset += raw.num_rows
@@ -125,6 +128,21 @@ class ReadAndSplit(beam.DoFn):
         keys = (batch.column(plan.key_column).cast(pa.string()).to_numpy(zero_copy_only=False)
                 if plan.split_method == "hash" else None)
         return split_codes(labels, keys, index, offset, counters, plan)
+
+
+def read_ahead(items: Iterator[_T]) -> Iterator[_T]:
+    """``items``, with the next one produced in a background thread meanwhile.
+
+    Parsing a batch (pyarrow, which releases the GIL) then overlaps with splitting,
+    statistics and the Parquet write of the previous one: two cores busy instead of
+    one. One batch ahead at most, so memory stays flat; the iterator is only ever
+    advanced by one thread at a time, and its exceptions surface here.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead") as pool:
+        pending = pool.submit(next, items, _END)
+        while (item := pending.result()) is not _END:
+            pending = pool.submit(next, items, _END)
+            yield item  # type: ignore[misc]
 
 
 def split_codes(labels: pa.Array, keys: np.ndarray | None, file_index: int, offset: int,
