@@ -106,13 +106,24 @@ def test_the_output_is_an_exports_directory(compressed: Compressed) -> None:
     fw = compressed.framework
     assert manifest.framework == fw.value and manifest.n_features == 64
     assert manifest.preferred == compressed.result.variant
-    assert set(manifest.entries) == FP32_ENTRIES[fw] | {manifest.preferred, RAW_ENTRY}
+    transformed = FP32_ENTRIES[fw] | {manifest.preferred}
+    onnx = {n for n in transformed if manifest.entries[n].format == "onnx"}
+    assert set(manifest.entries) == transformed | {RAW_ENTRY} | {f"raw_{n}" for n in onnx}
     assert manifest.entries[manifest.preferred].variant != "fp32"
-    # the raw-input model (transform inside) ships too and is what a server loads by default
+    # the raw-input models (transform inside) ship too: the framework's own, and each ONNX
+    # entry with the transform as ONNX operators in front
     raw = manifest.entries[RAW_ENTRY]
-    assert raw.input == "raw" and manifest.serving_default == RAW_ENTRY
+    assert raw.input == "raw" and raw.format == ("torchscript" if fw is Framework.TORCH
+                                                 else "savedmodel")
     assert manifest.raw_features is not None and len(manifest.raw_features.numeric) == 64
-    assert raw.format == ("torchscript" if fw is Framework.TORCH else "savedmodel")
+    for name in onnx:
+        wrapped = manifest.entries[f"raw_{name}"]
+        assert (wrapped.input, wrapped.format) == ("raw", "onnx")
+        assert wrapped.variant == manifest.entries[name].variant
+    # a server loads the chosen variant with the transform inside when there is one
+    chosen_raw = f"raw_{manifest.preferred}"
+    assert manifest.serving_default == (chosen_raw if chosen_raw in manifest.entries
+                                        else RAW_ENTRY)
     table = json.loads((compressed.exports / COMPRESSION_FILE).read_text())
     assert {r["name"] for r in table["variants"]} == VARIANTS[fw]
 
@@ -158,8 +169,9 @@ def test_exports_reload_in_a_fresh_process(compressed: Compressed, transformed: 
     probe = probe_rows(fitted, rows=32, seed=4)
     assert probe.isna().any().any()
     want = softmax(_reference(compressed, fitted.apply(probe)))
-    diffs = verify_exports(compressed.exports, {RAW_ENTRY: want}, x, raw_rows=probe)
-    assert diffs[RAW_ENTRY] < 1e-4
+    diffs = verify_exports(compressed.exports, {RAW_ENTRY: want, "raw_onnx": want}, x,
+                           raw_rows=probe)
+    assert diffs[RAW_ENTRY] < 1e-4 and diffs["raw_onnx"] < 1e-4
     with pytest.raises(DataError, match=r"export 'raw' .* reloaded predictions differ"):
         verify_exports(compressed.exports, {RAW_ENTRY: want[::-1]}, x, raw_rows=probe)
     broken = tmp_path / "broken"
@@ -204,7 +216,8 @@ def test_push_logs_the_exports_and_tags_the_variant(
     assert version.tags["compression_variant"] == manifest.preferred
     assert version.tags["compression_format"] == chosen.format.value
     assert version.tags["compression_bytes"] == str(chosen.bytes)
-    assert (version.tags["serving_export"], version.tags["serving_input"]) == (RAW_ENTRY, "raw")
+    assert version.tags["serving_export"] == manifest.serving_default
+    assert version.tags["serving_input"] == "raw"
     assert float(version.tags["compression_accuracy"]) == pytest.approx(
         compressed.result.int8_accuracy, abs=1e-5)
     local = Path(mlflow.artifacts.download_artifacts(run_id=version.run_id,
@@ -255,7 +268,9 @@ def test_manifest_is_a_valid_inference_service(compressed: Compressed,
         assert env["STORAGE_URI"].endswith("/exports")
         assert "canaryTrafficPercent" not in predictor_spec
         args = predictor_spec["containers"][0]["args"]
-        assert args[args.index("--export") + 1] == RAW_ENTRY  # raw rows in, transform inside
+        served = args[args.index("--export") + 1]
+        assert served == ExportManifest.load(compressed.exports).serving_default
+        assert served.startswith("raw")  # raw rows in, the transform inside
     else:
         assert "/exports" in predictor_spec["model"]["storageUri"]
         assert predictor_spec["canaryTrafficPercent"] == canary

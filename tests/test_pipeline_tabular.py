@@ -56,12 +56,16 @@ def test_run_with_categoricals_and_gaps(tmp_path: Path, framework: str) -> None:
     classes = np.array(sorted(rows["label"].unique()))
     accuracy = float((classes[probs.argmax(axis=1)] == rows["label"].to_numpy()).mean())
     assert accuracy > 0.75, accuracy
-    _served_champion_answers_raw_rows(tmp_path, f"shop-{framework}", rows.head(40), probs[:40])
+    _served_champion_answers_raw_rows(tmp_path, f"shop-{framework}", rows, classes)
 
 
 def _served_champion_answers_raw_rows(tmp_path: Path, name: str, rows: pd.DataFrame,
-                                      expected: np.ndarray) -> None:
-    """`twinflow serve --model NAME` (champion) takes the CSV's rows as they are."""
+                                      classes: np.ndarray) -> None:
+    """`twinflow serve --model NAME` (champion) takes the CSV's rows as they are: it
+    serves the exports' default raw-input entry (the chosen variant with the transform
+    inside when that is ONNX), which answers what the same file answers in process."""
+    from components.export.manifest import ExportManifest
+    from components.export.raw import load_raw_predictor
     from tests.test_serve import Server
 
     env = cli_env(tmp_path, f"sqlite:///{tmp_path / '.twinflow' / 'mlflow.db'}")
@@ -69,11 +73,19 @@ def _served_champion_answers_raw_rows(tmp_path: Path, name: str, rows: pd.DataFr
                     env=env, name=name)
     try:
         server.wait_ready()
+        head = rows.head(40)
         records = [{k: (None if isinstance(v, float) and np.isnan(v) else v)
-                    for k, v in r.items()} for r in rows.astype(object).to_dict("records")]
+                    for k, v in r.items()} for r in head.astype(object).to_dict("records")]
         response = server.v1(records)  # the label column rides along and is ignored
         assert response.status_code == 200, response.text
         got = np.array([p["probabilities"] for p in response.json()["predictions"]])
-        np.testing.assert_allclose(got, expected, atol=1e-5)
     finally:
         server.stop()
+    [exports] = (tmp_path / ".twinflow" / "serving" / name).glob("v*/exports")
+    manifest = ExportManifest.load(exports)
+    entry = manifest.entries[manifest.serving_default]
+    assert entry.input == "raw"
+    predict = load_raw_predictor(manifest.framework, entry.format, exports / entry.path)
+    np.testing.assert_allclose(got, predict(head.drop(columns=["label"])), atol=1e-5)
+    accuracy = float((classes[got.argmax(axis=1)] == head["label"].to_numpy()).mean())
+    assert accuracy > 0.7, accuracy

@@ -1,13 +1,15 @@
-"""Serving raw rows: the raw-input entry (fitted transform inside the model) behind a real
-KServe server on 127.0.0.1 answers V1 and V2 requests of raw rows (strings, gaps, unseen
-words) with what the trained network predicts at training time on the transformed rows,
-for both frameworks. Malformed raw rows get 400 naming the column and row."""
+"""Serving raw rows: the raw-input entries (fitted transform inside the model: TorchScript
+or SavedModel, and ONNX with the transform as ONNX operators) behind a real KServe server
+on 127.0.0.1 answer V1 and V2 requests of raw rows (strings, gaps, unseen words) with what
+the trained network predicts at training time on the transformed rows, for both
+frameworks. Malformed raw rows get 400 naming the column and row."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -18,8 +20,8 @@ import requests
 
 from components.config import Framework, TrainConfig
 from components.data.dataset import Split, read_frame
-from components.export.manifest import ExportManifest
-from components.export.raw import RAW_ENTRY, probe_rows, ship_raw_model
+from components.export.manifest import ExportEntry, ExportFormat, ExportManifest
+from components.export.raw import RAW_ENTRY, probe_rows, raw_exports
 from components.frameworks import get_adapter
 from components.train.core import run_train
 from components.transform.core import run_transform
@@ -38,33 +40,67 @@ class Served:
     rows: pd.DataFrame
 
 
-@pytest.fixture(scope="module", params=[Framework.TORCH, Framework.TENSORFLOW],
-                ids=["torch", "tensorflow"])
-def served(request: pytest.FixtureRequest, store: str,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """Train on mixed tabular data, ship the raw entry as compress does, serve it."""
-    fw: Framework = request.param
-    root = tmp_path_factory.mktemp(f"raw-{fw.value}")
+@dataclass
+class Trained:
+    exports: Path
+    fitted: FittedTransform
+    expected: Any
+    rows: pd.DataFrame
+
+
+def _train_and_export(fw: Framework, root: Path) -> Trained:
+    """Train on mixed tabular data; ship the raw entries as compress does: the framework's
+    raw model and the ONNX network with the transform in front (``raw_onnx``)."""
     with mlflow.start_run():
         raw = ingest_mixed(root, mixed_frame(300, seed=11))
         fitted = run_transform(raw, root / "t", root / "t.json")
         with mlflow.start_run(nested=True):
             run_train(TrainConfig(framework=fw, epochs=3, show_progress=False), root / "t",
                       root / "model")
-    exports = root / "exports"
-    shipped = ship_raw_model(fw, root / "model", exports)
-    assert shipped is not None, "the train step wrote no raw-input model"
-    entry, raw_features = shipped
-    ExportManifest(framework=fw.value, features=fitted.output_columns(), classes=fitted.classes,
-                   entries={RAW_ENTRY: entry}, preferred=RAW_ENTRY,
-                   raw_features=raw_features).save(exports)
     adapter = get_adapter(fw)
     model = adapter.load_model(root / "model")
-    server = Server(serve_module("--model-dir", str(exports)))
+    exports = root / "exports"
+    width = len(fitted.output_columns())
+    if fw is Framework.TORCH:
+        from components.export.torch_export import export_onnx
+    else:
+        from components.export.tf_export import export_onnx
+    export_onnx(model, width, exports / "model.onnx")
+    onnx_entry = ExportEntry(format=ExportFormat.ONNX, path="model.onnx")
+    shipped = raw_exports(fw, root / "model", exports, {"onnx": onnx_entry})
+    assert shipped is not None, "the train step wrote no raw-input model"
+    assert set(shipped.entries) == {RAW_ENTRY, "raw_onnx"}
+    ExportManifest(framework=fw.value, features=fitted.output_columns(), classes=fitted.classes,
+                   entries={"onnx": onnx_entry, **shipped.entries}, preferred="onnx",
+                   raw_features=shipped.features).save(exports)
+    return Trained(exports, fitted, lambda rows: adapter.predict_proba(model, fitted.apply(rows)),
+                   read_frame(raw, Split.TEST).head(12))
+
+
+CASES = [(Framework.TORCH, RAW_ENTRY), (Framework.TORCH, "raw_onnx"),
+         (Framework.TENSORFLOW, RAW_ENTRY), (Framework.TENSORFLOW, "raw_onnx")]
+
+
+@pytest.fixture(scope="module")
+def trained_torch(store: str, tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    return _train_and_export(Framework.TORCH, tmp_path_factory.mktemp("raw-torch"))
+
+
+@pytest.fixture(scope="module")
+def trained_tensorflow(store: str, tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    return _train_and_export(Framework.TENSORFLOW, tmp_path_factory.mktemp("raw-tensorflow"))
+
+
+@pytest.fixture(scope="module", params=CASES, ids=[f"{fw.value}-{e}" for fw, e in CASES])
+def served(request: pytest.FixtureRequest) -> Iterator[Served]:
+    """A server of one raw-input entry (the default one when it is ``raw``)."""
+    fw, export = request.param
+    t: Trained = request.getfixturevalue(f"trained_{fw.value}")
+    args = ["--model-dir", str(t.exports)] + ([] if export == RAW_ENTRY else ["--export", export])
+    server = Server(serve_module(*args))
     try:
         server.wait_ready()
-        yield Served(server, fitted, lambda rows: adapter.predict_proba(model, fitted.apply(rows)),
-                     read_frame(raw, Split.TEST).head(12))
+        yield Served(server, t.fitted, t.expected, t.rows)
     finally:
         server.stop()
 

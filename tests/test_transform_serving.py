@@ -69,3 +69,28 @@ def test_train_step_writes_raw_input_model(tmp_path: Path, active_run: mlflow.Ac
     rows = read_frame(raw, Split.VAL)
     probs = predict(rows)
     assert probs.shape == (len(rows), 2) and np.allclose(probs.sum(axis=1), 1.0)
+
+
+@pytest.mark.parametrize("opset", [17, 18])
+def test_onnx_transform_graph_equals_the_numpy_transform(
+        tmp_path: Path, active_run: mlflow.ActiveRun, opset: int) -> None:
+    """The transform as ONNX operators (components.export.onnx_raw) computes exactly what
+    FittedTransform.apply does: imputation, scaling, buckets, vocabularies, index codes."""
+    import onnxruntime as ort
+
+    from components.export.onnx_raw import transform_model
+    from components.export.raw import probe_rows
+
+    raw = ingest_mixed(tmp_path)
+    fitted = run_transform(raw, tmp_path / "t", tmp_path / "p.json",
+                           TransformConfig.model_validate(OPTIONS))
+    assert fitted.bucketized and any(c.encoding == "index" for c in fitted.categorical)
+    session = ort.InferenceSession(transform_model(fitted, opset, 8).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    rows = pd.concat([read_frame(raw, Split.TEST).drop(columns=["label"]),
+                      probe_rows(fitted, rows=200, seed=1)], ignore_index=True)
+    num, cat = fitted.raw_arrays(rows)
+    [got] = session.run(None, {"numeric": num, "categorical": cat.astype(str).astype(object)})
+    want = fitted.apply(rows)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)

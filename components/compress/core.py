@@ -42,7 +42,7 @@ from components.compress.variants import (
 from components.config import CompressConfig, Framework
 from components.data.dataset import Split, read_arrays, read_metadata
 from components.export.manifest import ExportEntry, ExportFormat, ExportManifest
-from components.export.raw import RAW_ENTRY, probe_rows, ship_raw_model
+from components.export.raw import probe_rows, raw_exports
 from components.export.verify import verify_exports
 from components.frameworks import get_adapter
 from components.frameworks.base import ModelSpec, softmax
@@ -85,11 +85,11 @@ def run_compress(config: CompressConfig, data_dir: Path, model_dir: Path,
         built = _builder(config.framework)(model, spec, train, config, out_dir, work)
         results = [measure(c, test.x, test.y, config.latency_calls) for c in built.candidates]
         selection = select_best(results, config.max_accuracy_drop)
-        manifest = _write_exports(built, results, selection, meta.features, meta.classes,
-                                  config, out_dir, model_dir)
+        manifest, sources = _write_exports(built, results, selection, meta.features,
+                                           meta.classes, config, out_dir, model_dir)
         x = test.x[:_VERIFY_ROWS]
         references = _references(built, manifest, out_dir, x)
-        probe = _raw_references(built, manifest, out_dir, references)
+        probe = _raw_references(built, manifest, out_dir, sources, references)
         verify_exports(out_dir, references, x, config.verify_atol, probe)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -108,15 +108,12 @@ def _builder(framework: Framework) -> Callable[..., Built]:
 
 def _write_exports(built: Built, results: list[VariantResult], selection: Selection,
                    features: list[str], classes: list[str], config: CompressConfig,
-                   out_dir: Path, model_dir: Path) -> ExportManifest:
-    """Manifest of the fp32 exports, the raw-input model and the chosen variant (moved
-    into ``out_dir``)."""
+                   out_dir: Path, model_dir: Path) -> tuple[ExportManifest, dict[str, str]]:
+    """Manifest of the fp32 exports, the chosen variant (moved into ``out_dir``) and the
+    raw-input entries; plus the source entry of each raw one (see ``RawExports``)."""
     sizes = {r.name: r.bytes for r in results}
     entries = {c.name: _entry(c, c.path.relative_to(out_dir), sizes[c.name])
                for c in built.candidates if c.variant == "fp32"}
-    raw = ship_raw_model(config.framework, model_dir, out_dir)
-    if raw is not None:
-        entries[RAW_ENTRY] = raw[0]
     preferred = "onnx"
     if selection.best is not None:
         chosen = next(c for c in built.candidates if c.name == selection.best.name)
@@ -128,15 +125,17 @@ def _write_exports(built: Built, results: list[VariantResult], selection: Select
         shutil.move(chosen.path, out_dir / rel)
         entries[chosen.name] = _entry(chosen, rel, sizes[chosen.name])
         preferred = chosen.name
+    raw = raw_exports(config.framework, model_dir, out_dir, entries)
     manifest = ExportManifest(framework=Framework(config.framework).value,
-                              features=features, classes=classes, entries=entries,
-                              preferred=preferred, raw_features=raw[1] if raw else None)
+                              features=features, classes=classes,
+                              entries={**entries, **(raw.entries if raw else {})},
+                              preferred=preferred, raw_features=raw.features if raw else None)
     manifest.save(out_dir)
     table = {"max_accuracy_drop": config.max_accuracy_drop, "chosen": preferred,
              "passed": selection.best is not None, "rejected": selection.rejected,
              "variants": [r.row() for r in results]}
     (out_dir / COMPRESSION_FILE).write_text(json.dumps(table, indent=2), encoding="utf-8")
-    return manifest
+    return manifest, raw.sources if raw else {}
 
 
 def _entry(candidate: Candidate, path: Path, size: int) -> ExportEntry:
@@ -157,14 +156,23 @@ def _references(built: Built, manifest: ExportManifest, out_dir: Path,
 
 
 def _raw_references(built: Built, manifest: ExportManifest, out_dir: Path,
+                    sources: dict[str, str],
                     references: dict[str, np.ndarray]) -> pd.DataFrame | None:
-    """Probe rows for the raw entry, adding its reference (in-memory probabilities after
-    the fitted transform) to ``references``; None without a raw entry."""
-    if manifest.raw_entry is None or manifest.raw_features is None:
+    """Probe rows for the raw entries, adding each one's reference to ``references``: the
+    probabilities of what it wraps (the in-memory model, or the compressed file as loaded
+    here) on the rows after the fitted transform; None without raw entries."""
+    from components.export.runtime import load_predictor
+
+    if not sources or manifest.raw_features is None:
         return None
     fitted = FittedTransform.load(out_dir / manifest.raw_features.transform)
     rows = probe_rows(fitted)
-    references[manifest.raw_entry] = softmax(built.reference(fitted.apply(rows)))
+    x = fitted.apply(rows)
+    for name, source in sources.items():
+        entry = manifest.entries.get(source)
+        logits = (built.reference(x) if entry is None or entry.variant == "fp32"
+                  else load_predictor(entry.format, out_dir / entry.path)(x))
+        references[name] = softmax(logits)
     return rows
 
 

@@ -86,8 +86,11 @@ class ExportManifest(BaseModel):
 
     @property
     def raw_entry(self) -> str | None:
-        """The first entry that takes raw rows (the transform inside), if any."""
-        return next((k for k, e in self.entries.items() if e.input == "raw"), None)
+        """The entry to serve raw rows with: the compressed variant with the transform
+        inside if there is one, else the first raw-input entry; None without any."""
+        raw = [k for k, e in self.entries.items() if e.input == "raw"]
+        return next((k for k in raw if self.entries[k].variant != "fp32"),
+                    raw[0] if raw else None)
 
     @property
     def serving_default(self) -> str:

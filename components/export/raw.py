@@ -3,10 +3,13 @@
 The train step writes the network with the transform in front of it
 (components.transform.torch_layer / tf_layer) into ``model/raw/``. Compress
 ships it in the exports directory as the ``raw`` entry (TorchScript or
-SavedModel, with its ``transform.json``), checks it in a fresh process on probe
-rows, and the model server serves it by default: clients send the columns the
-training data had, with strings and gaps, and no transform code runs outside
-the model (no train/serve skew).
+SavedModel, with its ``transform.json``), adds ``raw_<entry>`` for every ONNX
+entry (the transform as ONNX operators in front: components.export.onnx_raw),
+including the chosen compressed variant, checks them in a fresh process on
+probe rows, and the model server serves one by default (see
+``ExportManifest.raw_entry``): clients send the columns the training data had,
+with strings and gaps, and no transform code runs outside the model (no
+train/serve skew).
 
 Probe rows are drawn from the fitted transform itself (values around each
 fitted range, bucket edges, every vocabulary word, unseen words, missing
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +37,15 @@ UNSEEN = "<unseen>"
 PredictRaw = Callable[[pd.DataFrame], np.ndarray]
 _FORMATS = {Framework.TORCH: ExportFormat.TORCHSCRIPT,
             Framework.TENSORFLOW: ExportFormat.SAVEDMODEL}
+
+
+@dataclass(frozen=True)
+class RawExports:
+    """The raw-input entries of an exports directory and where each came from."""
+
+    entries: dict[str, ExportEntry]
+    features: RawFeatures
+    sources: dict[str, str]  # raw entry -> the transformed-input entry inside it ("" = model)
 
 
 def ship_raw_model(framework: Framework | str, model_dir: Path,
@@ -55,8 +68,38 @@ def ship_raw_model(framework: Framework | str, model_dir: Path,
     return entry, raw
 
 
-def load_raw_predictor(framework: Framework | str, path: Path) -> PredictRaw:
+def raw_exports(framework: Framework | str, model_dir: Path, out_dir: Path,
+                entries: dict[str, ExportEntry]) -> RawExports | None:
+    """The framework's raw-input model, plus an ONNX one with the transform in front of
+    each ONNX entry of ``entries`` (fp32 and a compressed variant): ``raw_<entry>``."""
+    shipped = ship_raw_model(framework, model_dir, out_dir)
+    if shipped is None:
+        return None
+    from components.export.onnx_raw import with_transform
+
+    entry, features = shipped
+    fitted = FittedTransform.load(out_dir / features.transform)
+    raw = {RAW_ENTRY: entry}
+    sources = {RAW_ENTRY: ""}
+    for name, source in entries.items():
+        if source.format != ExportFormat.ONNX or source.input != "transformed":
+            continue
+        rel = Path(RAW_DIR) / f"{name}_raw.onnx"
+        with_transform(out_dir / source.path, fitted, out_dir / rel)
+        raw[f"raw_{name}"] = ExportEntry(format=ExportFormat.ONNX, path=rel.as_posix(),
+                                         variant=source.variant, bytes=_size(out_dir / rel),
+                                         input="raw")
+        sources[f"raw_{name}"] = name
+    return RawExports(raw, features, sources)
+
+
+def load_raw_predictor(framework: Framework | str, fmt: ExportFormat | str,
+                       path: Path) -> PredictRaw:
     """Class probabilities of raw rows (a DataFrame) for a shipped raw-input model."""
+    if ExportFormat(fmt) == ExportFormat.ONNX:
+        from components.export.onnx_raw import load_onnx_raw_model
+
+        return load_onnx_raw_model(path, FittedTransform.load(path.parent / FITTED_FILE))
     from components.transform.serving import layer_module
 
     predict: PredictRaw = layer_module(framework).load_raw_model(path)

@@ -91,7 +91,8 @@ def _main(argv: list[str]) -> None:
         try:
             if entry.input == "raw":
                 rows = pd.read_parquet(out_dir / "raw.parquet")
-                out = load_raw_predictor(manifest.framework, directory / entry.path)(rows)
+                out = load_raw_predictor(manifest.framework, entry.format,
+                                         directory / entry.path)(rows)
             else:
                 out = load_predictor(entry.format, directory / entry.path)(x)
         except Exception as err:

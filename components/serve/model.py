@@ -79,7 +79,8 @@ class ExportsModel(kserve.Model):
         if self.entry.input == "raw":
             from components.export.raw import load_raw_predictor
 
-            return load_raw_predictor(self.manifest.framework, path)  # type: ignore[return-value]
+            return load_raw_predictor(  # type: ignore[return-value]
+                self.manifest.framework, self.entry.format, path)
         return load_runner(path, self.entry.format)
 
     def _loaded_runner(self) -> Runner:
