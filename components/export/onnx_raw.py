@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import onnx
-import pandas as pd
 from onnx import TensorProto, compose, helper, numpy_helper
 
 from components.frameworks.base import softmax
@@ -143,15 +142,13 @@ class _Graph:
                                   self.const(np.array([0.0, 1.0], dtype=np.float32))], axis=-1)
 
 
-def load_onnx_raw_model(path: Path, fitted: FittedTransform) -> Callable[[pd.DataFrame],
-                                                                          np.ndarray]:
-    """Class probabilities of raw rows through onnxruntime (the model's logits, softmaxed)."""
+def load_onnx_raw_arrays(path: Path) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """Class probabilities of raw arrays through onnxruntime (the logits, softmaxed)."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
-    def predict(frame: pd.DataFrame) -> np.ndarray:
-        num, cat = fitted.raw_arrays(frame)
+    def predict(num: np.ndarray, cat: np.ndarray) -> np.ndarray:
         logits = session.run(None, {"numeric": np.ascontiguousarray(num, np.float64),
                                     "categorical": cat.astype(str).astype(object)})[0]
         return softmax(np.asarray(logits))

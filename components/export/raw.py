@@ -35,6 +35,7 @@ RAW_DIR = "raw"
 RAW_ENTRY = "raw"
 UNSEEN = "<unseen>"
 PredictRaw = Callable[[pd.DataFrame], np.ndarray]
+PredictArrays = Callable[[np.ndarray, np.ndarray], np.ndarray]
 _FORMATS = {Framework.TORCH: ExportFormat.TORCHSCRIPT,
             Framework.TENSORFLOW: ExportFormat.SAVEDMODEL}
 
@@ -93,17 +94,26 @@ def raw_exports(framework: Framework | str, model_dir: Path, out_dir: Path,
     return RawExports(raw, features, sources)
 
 
+def load_raw_arrays(framework: Framework | str, fmt: ExportFormat | str,
+                    path: Path) -> PredictArrays:
+    """Class probabilities of raw arrays (float64 numeric with NaN, object strings with
+    '', columns in ``RawFeatures`` order) for a shipped raw-input model."""
+    if ExportFormat(fmt) == ExportFormat.ONNX:
+        from components.export.onnx_raw import load_onnx_raw_arrays
+
+        return load_onnx_raw_arrays(path)
+    from components.transform.serving import layer_module
+
+    predict: PredictArrays = layer_module(framework).load_raw_arrays(path)
+    return predict
+
+
 def load_raw_predictor(framework: Framework | str, fmt: ExportFormat | str,
                        path: Path) -> PredictRaw:
     """Class probabilities of raw rows (a DataFrame) for a shipped raw-input model."""
-    if ExportFormat(fmt) == ExportFormat.ONNX:
-        from components.export.onnx_raw import load_onnx_raw_model
-
-        return load_onnx_raw_model(path, FittedTransform.load(path.parent / FITTED_FILE))
-    from components.transform.serving import layer_module
-
-    predict: PredictRaw = layer_module(framework).load_raw_model(path)
-    return predict
+    predict = load_raw_arrays(framework, fmt, path)
+    fitted = FittedTransform.load(path.parent / FITTED_FILE)
+    return lambda frame: predict(*fitted.raw_arrays(frame))
 
 
 def probe_rows(fitted: FittedTransform, rows: int = 64, seed: int = 0) -> pd.DataFrame:

@@ -13,7 +13,6 @@ from typing import Any
 
 import kserve
 import numpy as np
-import pandas as pd
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from components.errors import ConfigError
@@ -77,9 +76,9 @@ class ExportsModel(kserve.Model):
         assert self.manifest is not None and self.entry is not None, "load() first"
         path = self.model_dir / self.entry.path
         if self.entry.input == "raw":
-            from components.export.raw import load_raw_predictor
+            from components.export.raw import load_raw_arrays
 
-            return load_raw_predictor(  # type: ignore[return-value]
+            return load_raw_arrays(  # type: ignore[return-value]
                 self.manifest.framework, self.entry.format, path)
         return load_runner(path, self.entry.format)
 
@@ -93,12 +92,13 @@ class ExportsModel(kserve.Model):
         """Whether the served entry has the transform inside (raw rows in)."""
         return self.entry is not None and self.entry.input == "raw"
 
-    def probabilities(self, x: np.ndarray | pd.DataFrame) -> np.ndarray:
-        """Class probabilities of float32 rows, or of raw rows for a raw-input entry."""
+    def probabilities(self, x: np.ndarray | raw_protocol.RawArrays) -> np.ndarray:
+        """Class probabilities of float32 rows, or of raw (numeric, categorical) arrays
+        for a raw-input entry."""
         assert self.manifest is not None, "load() first"
-        scores = self._loaded_runner()(x)
-        if self.takes_raw_rows:
-            return np.asarray(scores, dtype=np.float32)  # the raw models answer probabilities
+        if self.takes_raw_rows:  # the raw models answer probabilities
+            return np.asarray(self._loaded_runner()(*x), dtype=np.float32)
+        scores = self._loaded_runner()(x)  # type: ignore[arg-type]
         return softmax(scores) if self.manifest.output == "logits" else scores
 
     def predict(self, payload: dict[str, Any] | InferRequest,
@@ -110,8 +110,9 @@ class ExportsModel(kserve.Model):
         if self.takes_raw_rows and raw is not None:
             if isinstance(payload, InferRequest):
                 return v2_response(payload, self.name,
-                                   self.probabilities(raw_protocol.v2_frame(payload, raw)), classes)
-            return v1_response(self.probabilities(raw_protocol.v1_frame(payload, raw)), classes)
+                                   self.probabilities(raw_protocol.v2_arrays(payload, raw)),
+                                   classes)
+            return v1_response(self.probabilities(raw_protocol.v1_arrays(payload, raw)), classes)
         if isinstance(payload, InferRequest):
             return v2_response(payload, self.name, self.probabilities(v2_matrix(payload, width)),
                                classes)

@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 import orjson
-import pandas as pd
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferInput, InferRequest
 
 from components.export.manifest import RawFeatures
 
+RawArrays = tuple[np.ndarray, np.ndarray]  # float64 numeric (NaN = missing), object strings
 _NUMERIC_TYPES = {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64",
                   "UINT8", "UINT16", "UINT32", "UINT64"}
 
@@ -36,8 +36,8 @@ def input_types(raw: RawFeatures) -> list[dict[str, Any]]:
             + [{"name": n, "datatype": "BYTES", "shape": [-1]} for n in raw.categorical])
 
 
-def v1_frame(payload: Any, raw: RawFeatures) -> pd.DataFrame:
-    """The raw rows of a V1 body as a DataFrame of the model's columns."""
+def v1_arrays(payload: Any, raw: RawFeatures) -> RawArrays:
+    """The raw rows of a V1 body as the model's (numeric, categorical) arrays."""
     if isinstance(payload, bytes | str):
         try:
             payload = orjson.loads(payload)
@@ -52,7 +52,7 @@ def v1_frame(payload: Any, raw: RawFeatures) -> pd.DataFrame:
     for i, row in enumerate(instances):
         for name, value in zip(raw.names, _row_values(row, i, raw.names), strict=True):
             columns[name].append(value)
-    return _frame(columns, raw, "'instances'")
+    return _arrays(columns, raw, "'instances'")
 
 
 def _row_values(row: Any, i: int, names: list[str]) -> list[Any]:
@@ -68,11 +68,11 @@ def _row_values(row: Any, i: int, names: list[str]) -> list[Any]:
                        f"list of {len(names)} values")
 
 
-def v2_frame(request: InferRequest, raw: RawFeatures) -> pd.DataFrame:
+def v2_arrays(request: InferRequest, raw: RawFeatures) -> RawArrays:
     """The raw rows of a V2 request: a tensor per column (or one numeric matrix)."""
     by_name = {t.name: t for t in request.inputs}
     if not raw.categorical and len(request.inputs) == 1 and raw.names[0] not in by_name:
-        return _matrix_frame(request.inputs[0], raw)
+        return _matrix_arrays(request.inputs[0], raw)
     absent = [n for n in raw.names if n not in by_name]
     if absent:
         raise InvalidInput(f"missing input tensor(s) {absent}: send one tensor per column, "
@@ -81,7 +81,7 @@ def v2_frame(request: InferRequest, raw: RawFeatures) -> pd.DataFrame:
     lengths = {len(v) for v in columns.values()}
     if len(lengths) != 1:
         raise InvalidInput(f"input tensors have different row counts {sorted(lengths)}")
-    return _frame(columns, raw, "inputs")
+    return _arrays(columns, raw, "inputs")
 
 
 def _column(tensor: InferInput, categorical: bool) -> list[Any]:
@@ -101,7 +101,7 @@ def _column(tensor: InferInput, categorical: bool) -> list[Any]:
     return [v.decode() if isinstance(v, bytes) else v for v in values.tolist()]
 
 
-def _matrix_frame(tensor: InferInput, raw: RawFeatures) -> pd.DataFrame:
+def _matrix_arrays(tensor: InferInput, raw: RawFeatures) -> RawArrays:
     shape = list(tensor.shape)
     if tensor.datatype not in _NUMERIC_TYPES or len(shape) != 2 or shape[1] != len(raw.numeric):
         raise InvalidInput(f"input '{tensor.name}': expected a numeric tensor of shape "
@@ -112,20 +112,28 @@ def _matrix_frame(tensor: InferInput, raw: RawFeatures) -> pd.DataFrame:
     except (ValueError, TypeError) as err:
         raise InvalidInput(f"input '{tensor.name}': data does not match shape {shape} "
                            f"({err})") from None
-    columns = {n: x[:, j].tolist() for j, n in enumerate(raw.numeric)}
-    return _frame(columns, raw, f"input '{tensor.name}'")
+    if not len(x):
+        raise InvalidInput(f"input '{tensor.name}': no rows to predict")
+    if np.isinf(x).any():
+        row, col = (int(i) for i in np.argwhere(np.isinf(x))[0])
+        raise InvalidInput(f"input '{tensor.name}': column '{raw.numeric[col]}' row {row}: "
+                           "infinite value")
+    return x, np.empty((len(x), 0), dtype=object)
 
 
-def _frame(columns: dict[str, list[Any]], raw: RawFeatures, where: str) -> pd.DataFrame:
-    """Check each value's type (numbers or null; strings or null) and build the frame."""
-    for name in raw.numeric:
-        columns[name] = [_number(v, name, i, where) for i, v in enumerate(columns[name])]
-    for name in raw.categorical:
-        columns[name] = [_string(v, name, i, where) for i, v in enumerate(columns[name])]
-    frame = pd.DataFrame(columns, columns=raw.names)
-    if frame.empty:
+def _arrays(columns: dict[str, list[Any]], raw: RawFeatures, where: str) -> RawArrays:
+    """Check each value's type (numbers or null; strings or null) and build the arrays
+    (no DataFrame: pandas would cost several times the model per batch-1 request)."""
+    rows = len(columns[raw.names[0]])
+    if not rows:
         raise InvalidInput(f"{where}: no rows to predict")
-    return frame
+    num = np.empty((rows, len(raw.numeric)), dtype=np.float64)
+    for j, name in enumerate(raw.numeric):
+        num[:, j] = [_number(v, name, i, where) for i, v in enumerate(columns[name])]
+    cat = np.empty((rows, len(raw.categorical)), dtype=object)
+    for j, name in enumerate(raw.categorical):
+        cat[:, j] = [_string(v, name, i, where) for i, v in enumerate(columns[name])]
+    return num, cat
 
 
 def _number(value: Any, name: str, row: int, where: str) -> float:

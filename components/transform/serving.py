@@ -1,7 +1,7 @@
 """Pick the framework's raw-input exporter (torch_layer or tf_layer), imported lazily.
 
 Both modules expose the same functions: ``build_raw_model``, ``export_raw_model``,
-``load_raw_model`` and ``raw_model_path``. The train step calls
+``load_raw_model``, ``load_raw_arrays`` and ``raw_model_path``. The train step calls
 :func:`export_raw_for_model_dir`; export code that packages a model for serving
 calls ``layer_module(framework).export_raw_model(model, fitted, out_dir)``.
 """

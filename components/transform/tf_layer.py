@@ -117,15 +117,23 @@ def export_raw_model(model: keras.Model, fitted: FittedTransform, out_dir: Path)
     return path
 
 
-def load_raw_model(path: Path) -> Callable[[pd.DataFrame], np.ndarray]:
-    """A predict-probabilities function over raw rows, through the serving signature."""
-    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
-    fitted = FittedTransform.load(path.parent / "transform.json")
+def load_raw_arrays(path: Path) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """A predict-probabilities function over raw arrays (float64 numeric with NaN, object
+    strings with ''), through the serving signature."""
+    loaded = tf.saved_model.load(str(path))
+    serve = loaded.signatures["serving_default"]
 
-    def predict(frame: pd.DataFrame) -> np.ndarray:
-        num, cat = fitted.raw_arrays(frame)
+    def predict(num: np.ndarray, cat: np.ndarray) -> np.ndarray:
         out = serve(numeric=tf.constant(num, tf.float64),
-                    categorical=tf.constant(cat.astype(str).reshape(len(frame), -1)))
+                    categorical=tf.constant(cat.astype(str).reshape(len(num), -1)))
         return softmax(np.asarray(next(iter(out.values()))))
 
+    predict.keepalive = loaded  # type: ignore[attr-defined]  # the signature needs its object
     return predict
+
+
+def load_raw_model(path: Path) -> Callable[[pd.DataFrame], np.ndarray]:
+    """A predict-probabilities function over raw rows, through the serving signature."""
+    predict = load_raw_arrays(path)
+    fitted = FittedTransform.load(path.parent / "transform.json")
+    return lambda frame: predict(*fitted.raw_arrays(frame))

@@ -110,15 +110,22 @@ def export_raw_model(model: nn.Module, fitted: FittedTransform, out_dir: Path) -
     return path
 
 
-def load_raw_model(path: Path) -> Callable[[pd.DataFrame], np.ndarray]:
-    """A predict-probabilities function over raw rows for a saved raw-input model."""
+def load_raw_arrays(path: Path) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """A predict-probabilities function over raw arrays (float64 numeric with NaN, object
+    strings with ''), the form the model server parses requests into."""
     module = torch.jit.load(str(path)).eval()
-    fitted = FittedTransform.load(path.parent / "transform.json")
 
     @torch.no_grad()
-    def predict(frame: pd.DataFrame) -> np.ndarray:
-        num, cat = fitted.raw_arrays(frame)
-        rows: list[list[str]] = [list(r) for r in cat]
-        return softmax(module(torch.from_numpy(num), rows).numpy())
+    def predict(num: np.ndarray, cat: np.ndarray) -> np.ndarray:
+        rows: list[list[str]] = cat.tolist()
+        return softmax(module(torch.from_numpy(np.ascontiguousarray(num, np.float64)),
+                              rows).numpy())
 
     return predict
+
+
+def load_raw_model(path: Path) -> Callable[[pd.DataFrame], np.ndarray]:
+    """A predict-probabilities function over raw rows for a saved raw-input model."""
+    predict = load_raw_arrays(path)
+    fitted = FittedTransform.load(path.parent / "transform.json")
+    return lambda frame: predict(*fitted.raw_arrays(frame))
