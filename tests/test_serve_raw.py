@@ -93,10 +93,12 @@ def trained_tensorflow(store: str, tmp_path_factory: pytest.TempPathFactory) -> 
 
 @pytest.fixture(scope="module", params=CASES, ids=[f"{fw.value}-{e}" for fw, e in CASES])
 def served(request: pytest.FixtureRequest) -> Iterator[Served]:
-    """A server of one raw-input entry (the default one when it is ``raw``)."""
+    """A server of one raw-input entry (``raw_onnx`` is the default of these exports)."""
     fw, export = request.param
     t: Trained = request.getfixturevalue(f"trained_{fw.value}")
-    args = ["--model-dir", str(t.exports)] + ([] if export == RAW_ENTRY else ["--export", export])
+    assert ExportManifest.load(t.exports).serving_default == "raw_onnx"
+    args = ["--model-dir", str(t.exports)] + ([] if export == "raw_onnx"
+                                              else ["--export", export])
     server = Server(serve_module(*args))
     try:
         server.wait_ready()
