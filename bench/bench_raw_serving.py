@@ -20,7 +20,6 @@ Prints a Markdown table for bench/RESULTS.md.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -32,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_serving import REPO, free_port, load, start, stop
+from bench_serving import REPO, free_port, load, load_args, start, stop
 
 ENTRIES = ["onnx", "raw_onnx", "raw"]
 
@@ -101,11 +100,7 @@ def check(answer: Any) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=400)
-    parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+    args = load_args(__doc__.splitlines()[0])
     with tempfile.TemporaryDirectory(prefix="bench-raw-serving-") as tmp:
         root = Path(tmp)
         exports, fitted, rows = build(root)

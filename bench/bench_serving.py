@@ -174,12 +174,17 @@ def load(port: int, pid: int, path: str, bodies: list[bytes], check: Callable[[A
             "rps": len(bodies) / total, "cpu": cpu * 1000 / len(bodies)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def load_args(description: str) -> argparse.Namespace:
+    """The load generator's flags, shared with bench_raw_serving.py."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = load_args(__doc__.splitlines()[0])
     model, x = train_mlp()
     rows = x[np.random.default_rng(0).integers(0, len(x), args.requests)]
     expected = model(__import__("torch").from_numpy(rows[:1])).argmax(1).item()
