@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.export.manifest import ExportEntry, ExportFormat, ExportManifest
+from components.export.manifest import ExportEntry, ExportFormat, ExportManifest, path_bytes
 
 N_FEATURES = 8
 N_CLASSES = 3
@@ -31,10 +31,11 @@ def _manifest(framework: str, entries: dict[str, ExportEntry], preferred: str,
                           entries=entries, preferred=preferred)
 
 
-def _size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+def _entries(directory: Path, files: dict[str, tuple[ExportFormat, str]]
+             ) -> dict[str, ExportEntry]:
+    """Manifest entries of files written under ``directory``: name -> (format, path)."""
+    return {name: ExportEntry(format=fmt, path=path, bytes=path_bytes(directory / path))
+            for name, (fmt, path) in files.items()}
 
 
 def torch_model(n_features: int = N_FEATURES, n_classes: int = N_CLASSES, seed: int = 0):  # type: ignore[no-untyped-def]
@@ -60,12 +61,8 @@ def torch_exports(directory: Path, n_features: int = N_FEATURES,
     torch.onnx.export(model, example, str(directory / "model.onnx"), dynamo=True,
                       input_names=["input"], output_names=["logits"],
                       dynamic_shapes=({0: Dim("batch")},))
-    entries = {
-        "onnx": ExportEntry(format=ExportFormat.ONNX, path="model.onnx",
-                            bytes=_size(directory / "model.onnx")),
-        "torchscript": ExportEntry(format=ExportFormat.TORCHSCRIPT, path="model.ts",
-                                   bytes=_size(directory / "model.ts")),
-    }
+    entries = _entries(directory, {"onnx": (ExportFormat.ONNX, "model.onnx"),
+                                   "torchscript": (ExportFormat.TORCHSCRIPT, "model.ts")})
     manifest = _manifest("torch", entries, "onnx", n_features, classes)
     manifest.save(directory)
     return manifest, model
@@ -104,14 +101,9 @@ def tf_exports(directory: Path, n_features: int = N_FEATURES,
 
     tf2onnx.convert.from_keras(model, input_signature=[spec], opset=17,
                                output_path=str(directory / "model.onnx"))
-    entries = {
-        "savedmodel": ExportEntry(format=ExportFormat.SAVEDMODEL, path="savedmodel",
-                                  bytes=_size(directory / "savedmodel")),
-        "tflite": ExportEntry(format=ExportFormat.TFLITE, path="model.tflite",
-                              bytes=_size(directory / "model.tflite")),
-        "onnx": ExportEntry(format=ExportFormat.ONNX, path="model.onnx",
-                            bytes=_size(directory / "model.onnx")),
-    }
+    entries = _entries(directory, {"savedmodel": (ExportFormat.SAVEDMODEL, "savedmodel"),
+                                   "tflite": (ExportFormat.TFLITE, "model.tflite"),
+                                   "onnx": (ExportFormat.ONNX, "model.onnx")})
     manifest = _manifest("tensorflow", entries, "savedmodel", n_features, classes)
     manifest.save(directory)
     return manifest, model

@@ -168,11 +168,11 @@ def _raw_references(built: Built, manifest: ExportManifest, out_dir: Path,
     fitted = FittedTransform.load(out_dir / manifest.raw_features.transform)
     rows = probe_rows(fitted)
     x = fitted.apply(rows)
+    fp32 = softmax(built.reference(x))
     for name, source in sources.items():
         entry = manifest.entries.get(source)
-        logits = (built.reference(x) if entry is None or entry.variant == "fp32"
-                  else load_predictor(entry.format, out_dir / entry.path)(x))
-        references[name] = softmax(logits)
+        references[name] = (fp32 if entry is None or entry.variant == "fp32"
+                            else softmax(load_predictor(entry.format, out_dir / entry.path)(x)))
     return rows
 
 

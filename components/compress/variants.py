@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.export.manifest import ExportFormat
+from components.export.manifest import ExportFormat, path_bytes
 from components.export.runtime import Predict, load_predictor
 
 log = logging.getLogger(__name__)
@@ -140,13 +140,6 @@ def latency_ms(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray, batch
         predict(b)
         times.append((time.perf_counter() - start) * 1000)
     return {"p50": float(np.percentile(times, 50)), "p99": float(np.percentile(times, 99))}
-
-
-def path_bytes(path: Path) -> int:
-    """Size of a file, or of all files under a directory (a SavedModel)."""
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return path.stat().st_size
 
 
 def gzip_bytes(path: Path) -> int:

@@ -34,6 +34,13 @@ class ExportFormat(StrEnum):
     TFLITE = "tflite"
 
 
+def path_bytes(path: Path) -> int:
+    """Size of a file, or of all files under a directory (a SavedModel): ``entry.bytes``."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
 class ExportEntry(BaseModel):
     """One exported file (or SavedModel directory), relative to the manifest."""
 

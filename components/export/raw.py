@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from components.config import Framework
-from components.export.manifest import ExportEntry, ExportFormat, RawFeatures
+from components.export.manifest import ExportEntry, ExportFormat, RawFeatures, path_bytes
 from components.transform.fitted import FITTED_FILE, FittedTransform
 
 RAW_DIR = "raw"
@@ -49,37 +49,34 @@ class RawExports:
     sources: dict[str, str]  # raw entry -> the transformed-input entry inside it ("" = model)
 
 
-def ship_raw_model(framework: Framework | str, model_dir: Path,
-                   out_dir: Path) -> tuple[ExportEntry, RawFeatures] | None:
+def _ship_framework_model(framework: Framework | str, model_dir: Path,
+                          out_dir: Path) -> tuple[ExportEntry, FittedTransform] | None:
     """Copy the train step's raw-input model into ``out_dir/raw``; None if it has none."""
     from components.transform.serving import layer_module
 
     source = layer_module(framework).raw_model_path(model_dir)
     if not source.exists():
         return None
-    target = out_dir / RAW_DIR
-    shutil.copytree(source.parent, target, dirs_exist_ok=True)
-    fitted = FittedTransform.load(target / FITTED_FILE)
+    shutil.copytree(source.parent, out_dir / RAW_DIR, dirs_exist_ok=True)
     rel = Path(RAW_DIR) / source.name
     entry = ExportEntry(format=_FORMATS[Framework(framework)], path=rel.as_posix(),
-                        bytes=_size(out_dir / rel), input="raw")
-    raw = RawFeatures(numeric=[f.name for f in fitted.numeric],
-                      categorical=[c.name for c in fitted.categorical],
-                      transform=(Path(RAW_DIR) / FITTED_FILE).as_posix())
-    return entry, raw
+                        bytes=path_bytes(out_dir / rel), input="raw")
+    return entry, FittedTransform.load(out_dir / RAW_DIR / FITTED_FILE)
 
 
 def raw_exports(framework: Framework | str, model_dir: Path, out_dir: Path,
                 entries: dict[str, ExportEntry]) -> RawExports | None:
     """The framework's raw-input model, plus an ONNX one with the transform in front of
     each ONNX entry of ``entries`` (fp32 and a compressed variant): ``raw_<entry>``."""
-    shipped = ship_raw_model(framework, model_dir, out_dir)
+    shipped = _ship_framework_model(framework, model_dir, out_dir)
     if shipped is None:
         return None
     from components.export.onnx_raw import with_transform
 
-    entry, features = shipped
-    fitted = FittedTransform.load(out_dir / features.transform)
+    entry, fitted = shipped
+    features = RawFeatures(numeric=[f.name for f in fitted.numeric],
+                           categorical=[c.name for c in fitted.categorical],
+                           transform=(Path(RAW_DIR) / FITTED_FILE).as_posix())
     raw = {RAW_ENTRY: entry}
     sources = {RAW_ENTRY: ""}
     for name, source in entries.items():
@@ -88,7 +85,7 @@ def raw_exports(framework: Framework | str, model_dir: Path, out_dir: Path,
         rel = Path(RAW_DIR) / f"{name}_raw.onnx"
         with_transform(out_dir / source.path, fitted, out_dir / rel)
         raw[f"raw_{name}"] = ExportEntry(format=ExportFormat.ONNX, path=rel.as_posix(),
-                                         variant=source.variant, bytes=_size(out_dir / rel),
+                                         variant=source.variant, bytes=path_bytes(out_dir / rel),
                                          input="raw")
         sources[f"raw_{name}"] = name
     return RawExports(raw, features, sources)
@@ -134,8 +131,3 @@ def probe_rows(fitted: FittedTransform, rows: int = 64, seed: int = 0) -> pd.Dat
         columns[c.name] = words[rng.integers(0, len(words), rows)]
     return pd.DataFrame(columns, index=range(rows))
 
-
-def _size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

@@ -2,8 +2,9 @@
 
 One loader per :class:`ExportFormat`, each importing only its own runtime, so
 measuring an ONNX file never imports TensorFlow and a TorchScript file never
-imports onnxruntime. The compress step measures variants with these loaders and
-the fresh-process check (:mod:`components.export.verify`) reloads with them.
+imports onnxruntime. The compress step measures variants with these loaders,
+the fresh-process check (:mod:`components.export.verify`) reloads with them and
+the model server (:mod:`components.serve.model`) serves with them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -58,10 +60,10 @@ def _torchscript(path: Path, threads: int | None) -> Predict:
 
     if threads:
         torch.set_num_threads(threads)  # process-wide: torch has no per-module setting
-    module = torch.jit.load(str(path)).eval()
+    module = torch.jit.load(str(path), map_location="cpu").eval()
 
     def predict(x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
+        with torch.inference_mode():
             return module(torch.from_numpy(np.ascontiguousarray(x, np.float32))).numpy()
 
     return predict
@@ -75,12 +77,19 @@ def _savedmodel(path: Path, threads: int | None) -> Predict:
         with contextlib.suppress(RuntimeError):  # only possible before TF's first op here
             tf.config.threading.set_intra_op_parallelism_threads(threads)
     loaded = tf.saved_model.load(str(path))
+    if "serving_default" not in loaded.signatures:
+        raise DataError(f"{path}: SavedModel has no 'serving_default' signature")
     signature = loaded.signatures["serving_default"]
-    arg = next(iter(signature.structured_input_signature[1]))
+    inputs = signature.structured_input_signature[1]
+    if len(inputs) != 1:
+        raise DataError(f"{path}: serving_default takes {sorted(inputs)}, expected one input")
+    arg = next(iter(inputs))
+    outputs = sorted(signature.structured_outputs)
+    key = next((k for k in ("logits", "output", "probabilities") if k in outputs), outputs[0])
 
     def predict(x: np.ndarray) -> np.ndarray:
         out = signature(**{arg: tf.constant(np.ascontiguousarray(x, np.float32))})
-        return np.asarray(next(iter(out.values())))
+        return np.asarray(out[key], dtype=np.float32)
 
     predict.keepalive = loaded  # type: ignore[attr-defined]  # the signature needs its object
     return predict
@@ -103,8 +112,25 @@ def _tflite(path: Path, threads: int | None) -> Predict:
             interpreter.resize_tensor_input(inp["index"], list(x.shape))
             interpreter.allocate_tensors()
             shape[:] = list(x.shape)
-        interpreter.set_tensor(inp["index"], x)
+        interpreter.set_tensor(inp["index"], _quantize(x, inp))
         interpreter.invoke()
-        return np.array(interpreter.get_tensor(out["index"]))
+        return _dequantize(np.array(interpreter.get_tensor(out["index"])), out)
 
     return predict
+
+
+def _quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """Float rows to a TFLite model's integer input (a file converted with int8 I/O)."""
+    dtype = np.dtype(detail["dtype"])
+    if dtype == np.float32:
+        return x
+    scale, zero = detail["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+
+
+def _dequantize(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    if y.dtype == np.float32:
+        return y
+    scale, zero = detail["quantization"]
+    return ((y.astype(np.float32) - zero) * scale).astype(np.float32)

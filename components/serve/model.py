@@ -8,6 +8,7 @@ exports have one, else the preferred entry (a matrix of transformed inputs).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +18,13 @@ from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from components.errors import ConfigError
 from components.export.manifest import ExportEntry, ExportManifest
+from components.export.runtime import load_predictor
+from components.frameworks.base import softmax
 from components.serve import raw_protocol
-from components.serve.loaders import Runner, load_runner
 from components.serve.protocol import (
     CLASS,
     INPUT_NAME,
     PROBABILITIES,
-    softmax,
     v1_matrix,
     v1_response,
     v2_matrix,
@@ -46,7 +47,7 @@ class ExportsModel(kserve.Model):
         self.export = export
         self.manifest: ExportManifest | None = None
         self.entry: ExportEntry | None = None
-        self._runner: Runner | None = None
+        self._predict: Callable[[Any], np.ndarray] | None = None
 
     def load(self) -> bool:
         """Read the manifest and load the chosen entry with its format's loader."""
@@ -57,66 +58,62 @@ class ExportsModel(kserve.Model):
                               f"{sorted(manifest.entries)}")
         self.manifest, self.entry = manifest, manifest.entries[key]
         self.export = key
-        self._runner = self._load_runner()
+        self._predict = self._load_predict()
         self.ready = True
-        log.info("model '%s' ready: %s export '%s' (%s, %s)", self.name, manifest.framework,
-                 key, self.entry.format.value, self.entry.variant)
+        log.info("model '%s' ready: %s export '%s' (%s, %s, %s input)", self.name,
+                 manifest.framework, key, self.entry.format.value, self.entry.variant,
+                 self.entry.input)
         return self.ready
 
     # KServe pickles the model into each worker process (--workers N). A runtime
     # session is not picklable, and KServe kills a worker that does not answer
     # its liveness ping within 5 s of starting, so a worker must not load a
-    # framework while unpickling: it loads its own runner on its first request.
+    # framework while unpickling: it loads its own runtime on its first request.
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_runner"] = None
+        state["_predict"] = None
         return state
 
-    def _load_runner(self) -> Runner:
+    def _load_predict(self) -> Callable[[Any], np.ndarray]:
+        """Class probabilities of a parsed request (see :meth:`_parse`)."""
         assert self.manifest is not None and self.entry is not None, "load() first"
         path = self.model_dir / self.entry.path
-        if self.entry.input == "raw":
+        if self.entry.input == "raw":  # the raw models answer probabilities
             from components.export.raw import load_raw_arrays
 
-            return load_raw_arrays(  # type: ignore[return-value]
-                self.manifest.framework, self.entry.format, path)
-        return load_runner(path, self.entry.format)
-
-    def _loaded_runner(self) -> Runner:
-        if self._runner is None:
-            self._runner = self._load_runner()
-        return self._runner
+            raw = load_raw_arrays(self.manifest.framework, self.entry.format, path)
+            return lambda arrays: np.asarray(raw(*arrays), dtype=np.float32)
+        scores = load_predictor(self.entry.format, path)
+        if self.manifest.output == "logits":
+            return lambda x: softmax(scores(x))
+        return scores
 
     @property
     def takes_raw_rows(self) -> bool:
         """Whether the served entry has the transform inside (raw rows in)."""
         return self.entry is not None and self.entry.input == "raw"
 
-    def probabilities(self, x: np.ndarray | raw_protocol.RawArrays) -> np.ndarray:
-        """Class probabilities of float32 rows, or of raw (numeric, categorical) arrays
-        for a raw-input entry."""
+    def _parse(self, payload: dict[str, Any] | InferRequest) -> Any:
+        """Raw (numeric, categorical) arrays for a raw-input entry, else a float32 matrix."""
         assert self.manifest is not None, "load() first"
-        if self.takes_raw_rows:  # the raw models answer probabilities
-            return np.asarray(self._loaded_runner()(*x), dtype=np.float32)
-        scores = self._loaded_runner()(x)  # type: ignore[arg-type]
-        return softmax(scores) if self.manifest.output == "logits" else scores
+        raw = self.manifest.raw_features if self.takes_raw_rows else None
+        if isinstance(payload, InferRequest):
+            return (raw_protocol.v2_arrays(payload, raw) if raw
+                    else v2_matrix(payload, self.manifest.n_features))
+        return (raw_protocol.v1_arrays(payload, raw) if raw
+                else v1_matrix(payload, self.manifest.n_features))
 
     def predict(self, payload: dict[str, Any] | InferRequest,
                 headers: dict[str, str] | None = None) -> dict[str, Any] | InferResponse:
         """V1 body -> ``{"predictions": [...]}``; V2 InferRequest -> InferResponse."""
         assert self.manifest is not None, "load() first"
-        width, classes = self.manifest.n_features, self.manifest.classes
-        raw = self.manifest.raw_features
-        if self.takes_raw_rows and raw is not None:
-            if isinstance(payload, InferRequest):
-                return v2_response(payload, self.name,
-                                   self.probabilities(raw_protocol.v2_arrays(payload, raw)),
-                                   classes)
-            return v1_response(self.probabilities(raw_protocol.v1_arrays(payload, raw)), classes)
+        rows = self._parse(payload)
+        if self._predict is None:  # a worker process after unpickling (see above)
+            self._predict = self._load_predict()
+        probabilities = self._predict(rows)
         if isinstance(payload, InferRequest):
-            return v2_response(payload, self.name, self.probabilities(v2_matrix(payload, width)),
-                               classes)
-        return v1_response(self.probabilities(v1_matrix(payload, width)), classes)
+            return v2_response(payload, self.name, probabilities, self.manifest.classes)
+        return v1_response(probabilities, self.manifest.classes)
 
     def get_input_types(self) -> list[dict[str, Any]]:
         if self.takes_raw_rows and self.manifest and self.manifest.raw_features:

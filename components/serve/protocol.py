@@ -79,12 +79,6 @@ def v2_matrix(request: InferRequest, n_features: int) -> np.ndarray:
     return _finite_matrix(x, n_features, f"input '{tensor.name}'")
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax, stable for large logits."""
-    z = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
-
-
 def v1_response(probabilities: np.ndarray, classes: list[str]) -> dict[str, Any]:
     """One ``{"class", "probabilities"}`` object per row."""
     best = probabilities.argmax(axis=1)

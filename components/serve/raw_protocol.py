@@ -16,6 +16,7 @@ raises KServe's ``InvalidInput`` (a 400 answer) naming the column and row.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -48,10 +49,8 @@ def v1_arrays(payload: Any, raw: RawFeatures) -> RawArrays:
     instances = payload["instances"]
     if not instances:
         raise InvalidInput("'instances' must be a non-empty list of rows")
-    columns: dict[str, list[Any]] = {n: [] for n in raw.names}
-    for i, row in enumerate(instances):
-        for name, value in zip(raw.names, _row_values(row, i, raw.names), strict=True):
-            columns[name].append(value)
+    values = [_row_values(row, i, raw.names) for i, row in enumerate(instances)]
+    columns = {name: [r[j] for r in values] for j, name in enumerate(raw.names)}
     return _arrays(columns, raw, "'instances'")
 
 
@@ -84,7 +83,8 @@ def v2_arrays(request: InferRequest, raw: RawFeatures) -> RawArrays:
     return _arrays(columns, raw, "inputs")
 
 
-def _column(tensor: InferInput, categorical: bool) -> list[Any]:
+def _column(tensor: InferInput, categorical: bool) -> list[Any] | np.ndarray:
+    """A column's values: strings as a list, numbers as a float64 array (NaN = null)."""
     shape = list(tensor.shape)
     if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
         raise InvalidInput(f"input '{tensor.name}': shape must be [N] or [N, 1], got {shape}")
@@ -98,6 +98,8 @@ def _column(tensor: InferInput, categorical: bool) -> list[Any]:
     except (ValueError, TypeError) as err:
         raise InvalidInput(f"input '{tensor.name}': data does not match shape {shape} "
                            f"({err})") from None
+    if not categorical:
+        return values.astype(np.float64)
     return [v.decode() if isinstance(v, bytes) else v for v in values.tolist()]
 
 
@@ -114,14 +116,20 @@ def _matrix_arrays(tensor: InferInput, raw: RawFeatures) -> RawArrays:
                            f"({err})") from None
     if not len(x):
         raise InvalidInput(f"input '{tensor.name}': no rows to predict")
-    if np.isinf(x).any():
-        row, col = (int(i) for i in np.argwhere(np.isinf(x))[0])
-        raise InvalidInput(f"input '{tensor.name}': column '{raw.numeric[col]}' row {row}: "
-                           "infinite value")
+    _check_finite(x, raw.numeric, f"input '{tensor.name}'")
     return x, np.empty((len(x), 0), dtype=object)
 
 
-def _arrays(columns: dict[str, list[Any]], raw: RawFeatures, where: str) -> RawArrays:
+def _check_finite(x: np.ndarray, names: list[str], where: str) -> None:
+    """No infinite numbers in the numeric block (NaN is a missing value, allowed)."""
+    bad = np.isinf(x)
+    if bad.any():
+        row, col = (int(i) for i in np.argwhere(bad)[0])
+        raise InvalidInput(f"{where}: column '{names[col]}' row {row}: infinite value")
+
+
+def _arrays(columns: Mapping[str, list[Any] | np.ndarray], raw: RawFeatures,
+            where: str) -> RawArrays:
     """Check each value's type (numbers or null; strings or null) and build the arrays
     (no DataFrame: pandas would cost several times the model per batch-1 request)."""
     rows = len(columns[raw.names[0]])
@@ -129,7 +137,10 @@ def _arrays(columns: dict[str, list[Any]], raw: RawFeatures, where: str) -> RawA
         raise InvalidInput(f"{where}: no rows to predict")
     num = np.empty((rows, len(raw.numeric)), dtype=np.float64)
     for j, name in enumerate(raw.numeric):
-        num[:, j] = [_number(v, name, i, where) for i, v in enumerate(columns[name])]
+        col = columns[name]  # a V2 tensor's array, or JSON values to check one by one
+        num[:, j] = col if isinstance(col, np.ndarray) else [
+            _number(v, name, i, where) for i, v in enumerate(col)]
+    _check_finite(num, raw.numeric, where)
     cat = np.empty((rows, len(raw.categorical)), dtype=object)
     for j, name in enumerate(raw.categorical):
         cat[:, j] = [_string(v, name, i, where) for i, v in enumerate(columns[name])]
