@@ -163,6 +163,10 @@ class CompressConfig(_Config):
     calibration_rows: int = Field(default=256, ge=1, description="Train rows for static int8.")
     latency_calls: int = Field(default=200, ge=5, le=100_000,
                                description="Timed batch-1 calls per variant (batch 64: 1/4).")
+    latency_tie: float = Field(default=0.10, ge=0.0, le=1.0,
+                               description="Batch-1 p50s within this fraction of the fastest "
+                                           "passing variant's count as equal; the smaller "
+                                           "file wins among them.")
     verify_atol: float = Field(default=1e-3, gt=0.0,
                                description="Largest |logit| difference of a reloaded export.")
 

@@ -28,6 +28,16 @@ def test_ties_in_latency_go_to_the_smaller_file() -> None:
     assert selection.best is not None and selection.best.name == "small"
 
 
+def test_latencies_within_the_tie_band_go_to_the_smaller_file() -> None:
+    # A pruned variant keeps the fp32 file size; a few percent of timing noise must not
+    # let it beat an int8 file a third its size.
+    rows = [BASE, _row("pruned", 0.95, 0.0182, size=400), _row("int8", 0.95, 0.0190, size=120)]
+    assert select_best(rows, 0.005).best == rows[2]
+    assert select_best(rows, 0.005, latency_tie=0.0).best == rows[1]
+    clearly_faster = _row("pruned", 0.95, 0.0150, size=400)
+    assert select_best([BASE, clearly_faster, rows[2]], 0.005).best == clearly_faster
+
+
 def test_fp32_rows_are_never_chosen_and_none_may_pass() -> None:
     rows = [BASE, _row("worse", 0.93, 0.1)]
     selection = select_best(rows, 0.005)

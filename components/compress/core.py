@@ -84,7 +84,7 @@ def run_compress(config: CompressConfig, data_dir: Path, model_dir: Path,
     try:
         built = _builder(config.framework)(model, spec, train, config, out_dir, work)
         results = [measure(c, test.x, test.y, config.latency_calls) for c in built.candidates]
-        selection = select_best(results, config.max_accuracy_drop)
+        selection = select_best(results, config.max_accuracy_drop, config.latency_tie)
         manifest, sources = _write_exports(built, results, selection, meta.features,
                                            meta.classes, config, out_dir, model_dir)
         x = test.x[:_VERIFY_ROWS]
