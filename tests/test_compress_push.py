@@ -110,7 +110,12 @@ def test_the_output_is_an_exports_directory(compressed: Compressed) -> None:
     assert manifest.preferred == compressed.result.variant
     transformed = FP32_ENTRIES[fw] | {manifest.preferred}
     onnx = {n for n in transformed if manifest.entries[n].format == "onnx"}
-    assert set(manifest.entries) == transformed | {RAW_ENTRY} | {f"raw_{n}" for n in onnx}
+    # TFLite files are converted anew with the transform inside, except full int8 (its
+    # calibration would run again)
+    tflite = {n for n in transformed
+              if manifest.entries[n].format == "tflite" and n != "tflite_int8"}
+    assert set(manifest.entries) == (transformed | {RAW_ENTRY}
+                                     | {f"raw_{n}" for n in onnx | tflite})
     assert manifest.entries[manifest.preferred].variant != "fp32"
     # the raw-input models (transform inside) ship too: the framework's own, and each ONNX
     # entry with the transform as ONNX operators in front
@@ -118,9 +123,9 @@ def test_the_output_is_an_exports_directory(compressed: Compressed) -> None:
     assert raw.input == "raw" and raw.format == ("torchscript" if fw is Framework.TORCH
                                                  else "savedmodel")
     assert manifest.raw_features is not None and len(manifest.raw_features.numeric) == 64
-    for name in onnx:
+    for name in onnx | tflite:
         wrapped = manifest.entries[f"raw_{name}"]
-        assert (wrapped.input, wrapped.format) == ("raw", "onnx")
+        assert (wrapped.input, wrapped.format) == ("raw", manifest.entries[name].format)
         assert wrapped.variant == manifest.entries[name].variant
     # a server loads the chosen variant with the transform inside when there is one,
     # else the fp32 ONNX one
@@ -172,9 +177,12 @@ def test_exports_reload_in_a_fresh_process(compressed: Compressed, transformed: 
     probe = probe_rows(fitted, rows=32, seed=4)
     assert probe.isna().any().any()
     want = softmax(_reference(compressed, fitted.apply(probe)))
-    diffs = verify_exports(compressed.exports, {RAW_ENTRY: want, "raw_onnx": want}, x,
+    raw_fp32 = [RAW_ENTRY, "raw_onnx"] + (["raw_tflite"] if "raw_tflite" in manifest.entries
+                                          else [])
+    assert ("raw_tflite" in raw_fp32) == (compressed.framework is Framework.TENSORFLOW)
+    diffs = verify_exports(compressed.exports, dict.fromkeys(raw_fp32, want), x,
                            raw_rows=probe)
-    assert diffs[RAW_ENTRY] < 1e-4 and diffs["raw_onnx"] < 1e-4
+    assert set(diffs) == set(raw_fp32) and max(diffs.values()) < 1e-4
     with pytest.raises(DataError, match=r"export 'raw' .* reloaded predictions differ"):
         verify_exports(compressed.exports, {RAW_ENTRY: want[::-1]}, x, raw_rows=probe)
     broken = tmp_path / "broken"

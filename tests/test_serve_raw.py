@@ -1,14 +1,16 @@
 """Serving raw rows: the raw-input entries (fitted transform inside the model: TorchScript
-or SavedModel, and ONNX with the transform as ONNX operators) behind a real KServe server
-on 127.0.0.1 answer V1 and V2 requests of raw rows (strings, gaps, unseen words) with what
-the trained network predicts at training time on the transformed rows, for both
-frameworks. Malformed raw rows get 400 naming the column and row."""
+or SavedModel, ONNX with the transform as ONNX operators, TFLite with it in builtin ops)
+behind a real KServe server on 127.0.0.1 answer V1 and V2 requests of raw rows (strings,
+gaps, unseen words) with what the trained network predicts at training time on the
+transformed rows, for both frameworks. Malformed raw rows get 400 naming the column and
+row."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +52,8 @@ class Trained:
 
 def _train_and_export(fw: Framework, root: Path) -> Trained:
     """Train on mixed tabular data; ship the raw entries as compress does: the framework's
-    raw model and the ONNX network with the transform in front (``raw_onnx``)."""
+    raw model, the ONNX network with the transform in front (``raw_onnx``) and, for
+    TensorFlow, the TFLite conversion with the transform inside (``raw_tflite``)."""
     with mlflow.start_run():
         raw = ingest_mixed(root, mixed_frame(300, seed=11))
         fitted = run_transform(raw, root / "t", root / "t.json")
@@ -66,19 +69,28 @@ def _train_and_export(fw: Framework, root: Path) -> Trained:
     else:
         from components.export.tf_export import export_onnx
     export_onnx(model, width, exports / "model.onnx")
-    onnx_entry = ExportEntry(format=ExportFormat.ONNX, path="model.onnx")
-    shipped = raw_exports(fw, root / "model", exports, {"onnx": onnx_entry})
+    entries = {"onnx": ExportEntry(format=ExportFormat.ONNX, path="model.onnx")}
+    exporters: dict[str, Any] = {}
+    if fw is Framework.TENSORFLOW:  # TFLite: the transform converted with the network
+        from components.export.tf_export import export_tflite
+        from components.export.tflite_raw import export_raw_tflite
+
+        export_tflite(model, width, exports / "model.tflite")
+        entries["tflite"] = ExportEntry(format=ExportFormat.TFLITE, path="model.tflite")
+        exporters["tflite"] = partial(export_raw_tflite, model)
+    shipped = raw_exports(fw, root / "model", exports, entries, exporters)
     assert shipped is not None, "the train step wrote no raw-input model"
-    assert set(shipped.entries) == {RAW_ENTRY, "raw_onnx"}
+    assert set(shipped.entries) == {RAW_ENTRY, *(f"raw_{n}" for n in entries)}
     ExportManifest(framework=fw.value, features=fitted.output_columns(), classes=fitted.classes,
-                   entries={"onnx": onnx_entry, **shipped.entries}, preferred="onnx",
+                   entries={**entries, **shipped.entries}, preferred="onnx",
                    raw_features=shipped.features).save(exports)
     return Trained(exports, fitted, lambda rows: adapter.predict_proba(model, fitted.apply(rows)),
                    read_frame(raw, Split.TEST).head(12))
 
 
 CASES = [(Framework.TORCH, RAW_ENTRY), (Framework.TORCH, "raw_onnx"),
-         (Framework.TENSORFLOW, RAW_ENTRY), (Framework.TENSORFLOW, "raw_onnx")]
+         (Framework.TENSORFLOW, RAW_ENTRY), (Framework.TENSORFLOW, "raw_onnx"),
+         (Framework.TENSORFLOW, "raw_tflite")]
 
 
 @pytest.fixture(scope="module")

@@ -94,3 +94,38 @@ def test_onnx_transform_graph_equals_the_numpy_transform(
     want = fitted.apply(rows)
     assert got.dtype == np.float32 and got.shape == want.shape
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("kinds", ["both", "numeric", "categorical"])
+def test_tflite_transform_graph_equals_the_numpy_transform(
+        tmp_path: Path, active_run: mlflow.ActiveRun, kinds: str) -> None:
+    """The transform in TFLite builtin ops (components.export.tflite_raw), in front of an
+    identity network, computes what FittedTransform.apply does, up to float32 rounding of
+    the scaled inputs; one-hots, buckets and index codes exactly."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from components.export.raw import probe_rows
+    from components.export.tflite_raw import export_raw_tflite
+
+    raw = ingest_mixed(tmp_path)
+    fitted = run_transform(raw, tmp_path / "t", tmp_path / "p.json",
+                           TransformConfig.model_validate(OPTIONS))
+    if kinds != "both":
+        fitted = fitted.model_copy(update={"categorical" if kinds == "numeric" else "numeric": []})
+    width = len(fitted.output_columns())
+    identity = keras.Sequential([keras.Input((width,)), keras.layers.Lambda(lambda t: t * 1.0)])
+    path = export_raw_tflite(identity, fitted, tmp_path / "raw.tflite")
+    rows = pd.concat([read_frame(raw, Split.TEST).drop(columns=["label"]),
+                      probe_rows(fitted, rows=200, seed=1)], ignore_index=True)
+    num, cat = fitted.raw_arrays(rows)
+    runner = tf.lite.Interpreter(model_path=str(path)).get_signature_runner()
+    inputs = {"numeric": num.astype(np.float32),
+              "categorical": np.char.encode(cat.astype(str), "utf-8")}
+    got = runner(**{k: v for k, v in inputs.items() if k in runner.get_input_details()})["output"]
+    want = fitted.apply(rows)
+    assert got.shape == want.shape
+    exact = [i for i, c in enumerate(fitted.output_columns()) if "__" in c or "=" in c
+             or c in {c.name for c in fitted.categorical}]
+    np.testing.assert_array_equal(got[:, exact], want[:, exact])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -125,7 +125,7 @@ def _write_exports(built: Built, results: list[VariantResult], selection: Select
         shutil.move(chosen.path, out_dir / rel)
         entries[chosen.name] = _entry(chosen, rel, sizes[chosen.name])
         preferred = chosen.name
-    raw = raw_exports(config.framework, model_dir, out_dir, entries)
+    raw = raw_exports(config.framework, model_dir, out_dir, entries, built.raw_exporters)
     manifest = ExportManifest(framework=Framework(config.framework).value,
                               features=features, classes=classes,
                               entries={**entries, **(raw.entries if raw else {})},

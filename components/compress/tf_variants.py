@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from components.config import CompressConfig
 from components.data.dataset import ArraySplit
 from components.export.manifest import ExportFormat
 from components.export.tf_export import export_onnx, export_savedmodel, export_tflite
+from components.export.tflite_raw import export_raw_tflite
 from components.frameworks.base import ModelSpec
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -69,7 +71,14 @@ def build_variants(model: keras.Model, spec: ModelSpec, train: ArraySplit,
                   f"({config.finetune_epochs} fine-tune epochs)"),
         *onnx_candidates(onnx, calibration, work),
     ]
-    return Built(candidates, reference=lambda x: logits(model, x))
+    # Raw-input TFLite files are converted anew with the same options (full int8 is left
+    # out: its calibration would run again; see components.export.tflite_raw).
+    raw_exporters = {"tflite": partial(export_raw_tflite, model),
+                     "tflite_dynamic_int8": partial(export_raw_tflite, model,
+                                                    configure=dynamic_range),
+                     "tflite_float16": partial(export_raw_tflite, model, configure=float16),
+                     "tflite_pruned": partial(export_raw_tflite, pruned)}
+    return Built(candidates, reference=lambda x: logits(model, x), raw_exporters=raw_exporters)
 
 
 def logits(model: keras.Model, x: np.ndarray) -> np.ndarray:

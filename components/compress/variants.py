@@ -15,13 +15,14 @@ import logging
 import shutil
 import tarfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from components.export.manifest import ExportFormat, path_bytes
+from components.export.raw import RawExporter
 from components.export.runtime import Predict, load_predictor
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,9 @@ class Built:
     candidates: list[Candidate]
     reference: Predict
     skipped: dict[str, str] = field(default_factory=dict)
+    # Candidate name -> writer of its raw-input version, for formats whose file cannot be
+    # extended with the transform afterwards (see components.export.raw.raw_exports).
+    raw_exporters: Mapping[str, RawExporter] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,10 @@ The train step writes the network with the transform in front of it
 (components.transform.torch_layer / tf_layer) into ``model/raw/``. Compress
 ships it in the exports directory as the ``raw`` entry (TorchScript or
 SavedModel, with its ``transform.json``), adds ``raw_<entry>`` for every ONNX
-entry (the transform as ONNX operators in front: components.export.onnx_raw),
-including the chosen compressed variant, checks them in a fresh process on
-probe rows, and the model server serves one by default (see
+entry (the transform as ONNX operators in front: components.export.onnx_raw)
+and every TFLite entry the builder can convert anew with the transform inside
+(components.export.tflite_raw), including the chosen compressed variant, checks
+them in a fresh process on probe rows, and the model server serves one by default (see
 ``ExportManifest.raw_entry``): clients send the columns the training data had,
 with strings and gaps, and no transform code runs outside the model (no
 train/serve skew).
@@ -20,7 +21,7 @@ clean test split may never hit.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,7 @@ RAW_ENTRY = "raw"
 UNSEEN = "<unseen>"
 PredictRaw = Callable[[pd.DataFrame], np.ndarray]
 PredictArrays = Callable[[np.ndarray, np.ndarray], np.ndarray]
+RawExporter = Callable[[FittedTransform, Path], Path]  # writes a raw version of one entry
 _FORMATS = {Framework.TORCH: ExportFormat.TORCHSCRIPT,
             Framework.TENSORFLOW: ExportFormat.SAVEDMODEL}
 
@@ -65,9 +67,11 @@ def _ship_framework_model(framework: Framework | str, model_dir: Path,
 
 
 def raw_exports(framework: Framework | str, model_dir: Path, out_dir: Path,
-                entries: dict[str, ExportEntry]) -> RawExports | None:
-    """The framework's raw-input model, plus an ONNX one with the transform in front of
-    each ONNX entry of ``entries`` (fp32 and a compressed variant): ``raw_<entry>``."""
+                entries: dict[str, ExportEntry],
+                exporters: Mapping[str, RawExporter] | None = None) -> RawExports | None:
+    """The framework's raw-input model, plus ``raw_<entry>`` for each entry of ``entries``
+    (fp32 and a compressed variant) that is ONNX (the transform merged in front) or has
+    an exporter (a format whose file cannot be extended, e.g. TFLite: converted anew)."""
     shipped = _ship_framework_model(framework, model_dir, out_dir)
     if shipped is None:
         return None
@@ -79,12 +83,18 @@ def raw_exports(framework: Framework | str, model_dir: Path, out_dir: Path,
                            transform=(Path(RAW_DIR) / FITTED_FILE).as_posix())
     raw = {RAW_ENTRY: entry}
     sources = {RAW_ENTRY: ""}
+    exporters = exporters or {}
     for name, source in entries.items():
-        if source.format != ExportFormat.ONNX or source.input != "transformed":
+        if source.input != "transformed":
             continue
-        rel = Path(RAW_DIR) / f"{name}_raw.onnx"
-        with_transform(out_dir / source.path, fitted, out_dir / rel)
-        raw[f"raw_{name}"] = ExportEntry(format=ExportFormat.ONNX, path=rel.as_posix(),
+        rel = Path(RAW_DIR) / f"{name}_raw{Path(source.path).suffix}"
+        if source.format == ExportFormat.ONNX:
+            with_transform(out_dir / source.path, fitted, out_dir / rel)
+        elif name in exporters:
+            exporters[name](fitted, out_dir / rel)
+        else:
+            continue
+        raw[f"raw_{name}"] = ExportEntry(format=source.format, path=rel.as_posix(),
                                          variant=source.variant, bytes=path_bytes(out_dir / rel),
                                          input="raw")
         sources[f"raw_{name}"] = name
@@ -99,6 +109,10 @@ def load_raw_arrays(framework: Framework | str, fmt: ExportFormat | str,
         from components.export.onnx_raw import load_onnx_raw_arrays
 
         return load_onnx_raw_arrays(path)
+    if ExportFormat(fmt) == ExportFormat.TFLITE:
+        from components.export.tflite_raw import load_tflite_raw_arrays
+
+        return load_tflite_raw_arrays(path)
     from components.transform.serving import layer_module
 
     predict: PredictArrays = layer_module(framework).load_raw_arrays(path)
@@ -122,6 +136,8 @@ def probe_rows(fitted: FittedTransform, rows: int = 64, seed: int = 0) -> pd.Dat
             lo, hi = min(f.boundaries), max(f.boundaries)
             pad = (hi - lo) / 4 or 1.0
             values = rng.uniform(lo - pad, hi + pad, rows)
+            edges = f.boundaries[:rows]
+            values[rng.choice(rows, len(edges), replace=False)] = edges  # on the edge itself
         else:
             values = f.shift + f.scale * rng.normal(size=rows)
         values[rng.random(rows) < 0.1] = np.nan
