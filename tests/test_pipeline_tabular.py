@@ -63,7 +63,7 @@ def _served_champion_answers_raw_rows(tmp_path: Path, name: str, rows: pd.DataFr
                                       classes: np.ndarray) -> None:
     """`twinflow serve --model NAME` (champion) takes the CSV's rows as they are: it
     serves the exports' default raw-input entry (the chosen variant with the transform
-    inside when that is ONNX), which answers what the same file answers in process."""
+    inside), which answers what the same file answers in process."""
     from components.export.manifest import ExportManifest
     from components.export.raw import load_raw_predictor
     from tests.test_serve import Server
