@@ -174,9 +174,11 @@ def load(port: int, pid: int, path: str, bodies: list[bytes], check: Callable[[A
             "rps": len(bodies) / total, "cpu": cpu * 1000 / len(bodies)}
 
 
-def load_args(description: str) -> argparse.Namespace:
-    """The load generator's flags, shared with bench_raw_serving.py."""
-    parser = argparse.ArgumentParser(description=description)
+def load_args(description: str, parser: argparse.ArgumentParser | None = None
+              ) -> argparse.Namespace:
+    """The load generator's flags, shared with bench_raw_serving.py (which adds its own
+    to ``parser``)."""
+    parser = parser or argparse.ArgumentParser(description=description)
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
