@@ -17,7 +17,7 @@ from components.config import CompressConfig
 from components.data.dataset import ArraySplit
 from components.export.manifest import ExportFormat
 from components.export.tf_export import export_onnx, export_savedmodel, export_tflite
-from components.export.tflite_raw import export_raw_tflite
+from components.export.tflite_raw import Configure, export_raw_tflite
 from components.frameworks.base import ModelSpec
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -36,8 +36,12 @@ def build_variants(model: keras.Model, spec: ModelSpec, train: ArraySplit,
     n = spec.n_features
     saved = Candidate("savedmodel", ExportFormat.SAVEDMODEL,
                       export_savedmodel(model, n, out_dir / "savedmodel"))
+    # Each TFLite file but full int8 comes with the writer of its raw-input twin: the
+    # transform converted with the same network and options (full int8 would calibrate
+    # again; see components.export.tflite_raw).
     lite = Candidate("tflite", ExportFormat.TFLITE,
-                     export_tflite(model, n, out_dir / "model.tflite"))
+                     export_tflite(model, n, out_dir / "model.tflite"),
+                     raw_exporter=partial(export_raw_tflite, model))
     onnx = Candidate("onnx", ExportFormat.ONNX, export_onnx(model, n, out_dir / "model.onnx"))
     calibration = train.x[:config.calibration_rows]
 
@@ -53,32 +57,26 @@ def build_variants(model: keras.Model, spec: ModelSpec, train: ArraySplit,
         c.optimizations = [tf.lite.Optimize.DEFAULT]
         c.target_spec.supported_types = [tf.float16]
 
+    def variant(name: str, net: keras.Model, configure: Configure | None, kind: str,
+                note: str, raw: bool = True) -> Candidate:
+        path = export_tflite(net, n, work / f"{name}.tflite", configure)
+        exporter = partial(export_raw_tflite, net, configure=configure) if raw else None
+        return Candidate(name, ExportFormat.TFLITE, path, kind, lite.name, note, exporter)
+
     pruned, zeros = pruned_copy(model, train, config)
     candidates = [
         saved, lite, onnx,
-        Candidate("tflite_dynamic_int8", ExportFormat.TFLITE,
-                  export_tflite(model, n, work / "tflite_dynamic_int8.tflite", dynamic_range),
-                  "dynamic_int8", lite.name, "dynamic-range: int8 weights, float activations"),
-        Candidate("tflite_int8", ExportFormat.TFLITE,
-                  export_tflite(model, n, work / "tflite_int8.tflite", full_int8), "static_int8",
-                  lite.name, f"full int8, {len(calibration)} representative rows, float32 I/O"),
-        Candidate("tflite_float16", ExportFormat.TFLITE,
-                  export_tflite(model, n, work / "tflite_float16.tflite", float16), "float16",
-                  lite.name, "float16 weights"),
-        Candidate("tflite_pruned", ExportFormat.TFLITE,
-                  export_tflite(pruned, n, work / "tflite_pruned.tflite"), "pruned", lite.name,
-                  f"{zeros:.0%} zero weights, dense storage "
-                  f"({config.finetune_epochs} fine-tune epochs)"),
+        variant("tflite_dynamic_int8", model, dynamic_range, "dynamic_int8",
+                "dynamic-range: int8 weights, float activations"),
+        variant("tflite_int8", model, full_int8, "static_int8",
+                f"full int8, {len(calibration)} representative rows, float32 I/O", raw=False),
+        variant("tflite_float16", model, float16, "float16", "float16 weights"),
+        variant("tflite_pruned", pruned, None, "pruned",
+                f"{zeros:.0%} zero weights, dense storage "
+                f"({config.finetune_epochs} fine-tune epochs)"),
         *onnx_candidates(onnx, calibration, work),
     ]
-    # Raw-input TFLite files are converted anew with the same options (full int8 is left
-    # out: its calibration would run again; see components.export.tflite_raw).
-    raw_exporters = {"tflite": partial(export_raw_tflite, model),
-                     "tflite_dynamic_int8": partial(export_raw_tflite, model,
-                                                    configure=dynamic_range),
-                     "tflite_float16": partial(export_raw_tflite, model, configure=float16),
-                     "tflite_pruned": partial(export_raw_tflite, pruned)}
-    return Built(candidates, reference=lambda x: logits(model, x), raw_exporters=raw_exporters)
+    return Built(candidates, reference=lambda x: logits(model, x))
 
 
 def logits(model: keras.Model, x: np.ndarray) -> np.ndarray:

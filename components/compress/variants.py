@@ -15,7 +15,7 @@ import logging
 import shutil
 import tarfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -39,6 +39,9 @@ class Candidate:
     variant: str = FP32
     baseline: str = ""  # name of the fp32 candidate of the same format ("" for fp32 itself)
     note: str = ""
+    # Writer of its raw-input twin, for a format whose file cannot be extended with the
+    # transform afterwards (TFLite; see components.export.raw.raw_exports).
+    raw_exporter: RawExporter | None = None
 
 
 @dataclass(frozen=True)
@@ -49,9 +52,11 @@ class Built:
     candidates: list[Candidate]
     reference: Predict
     skipped: dict[str, str] = field(default_factory=dict)
-    # Candidate name -> writer of its raw-input version, for formats whose file cannot be
-    # extended with the transform afterwards (see components.export.raw.raw_exports).
-    raw_exporters: Mapping[str, RawExporter] = field(default_factory=dict)
+
+    @property
+    def raw_exporters(self) -> dict[str, RawExporter]:
+        """Candidate name -> writer of its raw-input twin (see Candidate.raw_exporter)."""
+        return {c.name: c.raw_exporter for c in self.candidates if c.raw_exporter}
 
 
 @dataclass(frozen=True)

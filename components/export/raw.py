@@ -7,10 +7,10 @@ SavedModel, with its ``transform.json``), adds ``raw_<entry>`` for every ONNX
 entry (the transform as ONNX operators in front: components.export.onnx_raw)
 and every TFLite entry the builder can convert anew with the transform inside
 (components.export.tflite_raw), including the chosen compressed variant, checks
-them in a fresh process on probe rows, and the model server serves one by default (see
-``ExportManifest.raw_entry``): clients send the columns the training data had,
-with strings and gaps, and no transform code runs outside the model (no
-train/serve skew).
+them in a fresh process on probe rows, and the model server serves one by
+default (see ``ExportManifest.raw_entry``): clients send the columns the
+training data had, with strings and gaps, and no transform code runs outside
+the model (no train/serve skew).
 
 Probe rows are drawn from the fitted transform itself (values around each
 fitted range, bucket edges, every vocabulary word, unseen words, missing

@@ -95,13 +95,18 @@ def _savedmodel(path: Path, threads: int | None) -> Predict:
     return predict
 
 
-def _tflite(path: Path, threads: int | None) -> Predict:
+def tflite_interpreter(path: Path, threads: int | None = None) -> Any:
+    """A ``tf.lite.Interpreter`` for ``path`` (also used by components.export.tflite_raw)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tf.lite.Interpreter deprecation notice
-        interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=threads)
+        return tf.lite.Interpreter(model_path=str(path), num_threads=threads)
+
+
+def _tflite(path: Path, threads: int | None) -> Predict:
+    interpreter = tflite_interpreter(path, threads)
     inp = interpreter.get_input_details()[0]
     out = interpreter.get_output_details()[0]
     shape: list[int] = []

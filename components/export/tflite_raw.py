@@ -24,7 +24,6 @@ rounding of a bucket boundary may land in the neighbouring bucket).
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -104,11 +103,9 @@ def load_tflite_raw_arrays(path: Path,
                                                                    np.ndarray]:
     """Class probabilities of raw arrays (float64 numeric with NaN, object strings with '')
     through the TFLite interpreter's signature."""
-    import tensorflow as tf
+    from components.export.runtime import tflite_interpreter
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tf.lite.Interpreter deprecation notice
-        interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=threads)
+    interpreter = tflite_interpreter(path, threads)
     runner = interpreter.get_signature_runner()
     names = set(runner.get_input_details())
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -170,22 +169,11 @@ def quantize(model: keras.Model, spec: ModelSpec, sample: np.ndarray,
 
 
 def load_quantized(path: Path) -> Callable[[np.ndarray], np.ndarray]:
-    """A predict-probabilities function over a TFLite file (batch resized per call)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tf.lite.Interpreter deprecation notice
-        interpreter = tf.lite.Interpreter(model_path=str(path))
-    inp = interpreter.get_input_details()[0]
-    out = interpreter.get_output_details()[0]
+    """A predict-probabilities function over a TFLite file (the export runtime's loader)."""
+    from components.export.runtime import load_predictor
 
-    def predict(x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x, np.float32)
-        interpreter.resize_tensor_input(inp["index"], list(x.shape))
-        interpreter.allocate_tensors()
-        interpreter.set_tensor(inp["index"], x)
-        interpreter.invoke()
-        return softmax(interpreter.get_tensor(out["index"]))
-
-    return predict
+    predict = load_predictor("tflite", path)
+    return lambda x: softmax(predict(x))
 
 
 def log_model(model: keras.Model, name: str, sample: np.ndarray) -> str:
