@@ -39,8 +39,8 @@ def trained(root: Path, epochs: int) -> tuple[Path, np.ndarray, np.ndarray, np.n
 
     from components.config import Framework, IngestConfig, TrainConfig
     from components.data.dataset import Split, read_arrays, read_metadata
-    from components.export.torch_export import export_onnx
     from components.frameworks import get_adapter
+    from components.frameworks.torch.export import export_onnx
     from components.ingest.core import run_ingest
     from components.train.core import run_train
     from components.transform.core import run_transform
@@ -100,7 +100,7 @@ def floors(root: Path, width: int) -> dict[str, Path]:
     import tf_keras as keras
     from onnx import TensorProto, helper
 
-    from components.export.tf_export import export_tflite
+    from components.frameworks.tensorflow.export import export_tflite
 
     io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [None, width])
           for n in ("input", "output")]

@@ -23,6 +23,7 @@ Prints a Markdown table for bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import statistics
 import sys
@@ -61,8 +62,9 @@ def build(root: Path, framework: str) -> tuple[Path, Any, pd.DataFrame]:
 
     from components.config import Framework, IngestConfig, TrainConfig
     from components.data.dataset import Split, read_frame
+    from components.export.candidates import RawExporter
     from components.export.manifest import ExportEntry, ExportFormat, ExportManifest
-    from components.export.raw import RawExporter, raw_exports
+    from components.export.raw import raw_exports
     from components.frameworks import get_adapter
     from components.ingest.core import run_ingest
     from components.train.core import run_train
@@ -82,19 +84,19 @@ def build(root: Path, framework: str) -> tuple[Path, Any, pd.DataFrame]:
     exports, width = root / "exports", len(fitted.output_columns())
     entries = {"onnx": ExportEntry(format=ExportFormat.ONNX, path="model.onnx")}
     exporters: dict[str, RawExporter] = {}
-    if Framework(framework) is Framework.TORCH:
-        from components.export.torch_export import export_onnx
-    else:
+    if framework == Framework.TENSORFLOW:  # TFLite: the transform converted with the network
         from functools import partial
 
-        from components.export.tf_export import export_onnx, export_tflite
-        from components.export.tflite_raw import export_raw_tflite
+        from components.frameworks.tensorflow.export import export_tflite
+        from components.frameworks.tensorflow.tflite_raw import export_raw_tflite
 
         export_tflite(model, width, exports / "model.tflite")
         entries["tflite"] = ExportEntry(format=ExportFormat.TFLITE, path="model.tflite")
         exporters["tflite"] = partial(export_raw_tflite, model)
-    export_onnx(model, width, exports / "model.onnx")
-    raw = raw_exports(framework, root / "model", exports, entries, exporters)
+    package = importlib.import_module(f"components.frameworks.{framework}.export")
+    package.export_onnx(model, width, exports / "model.onnx")
+    raw = raw_exports(get_adapter(framework).raw_model(root / "model"), exports, entries,
+                      exporters)
     assert raw is not None
     ExportManifest(framework=framework, features=fitted.output_columns(),
                    classes=fitted.classes, entries={**entries, **raw.entries},

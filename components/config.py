@@ -7,17 +7,36 @@ values fail in one place with a message naming the field.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from components.frameworks import check_framework, framework_names
 
 
 class Framework(StrEnum):
-    """The training frameworks; `both` runs the two side by side."""
+    """The pipeline's framework choice: one framework's branch, or `both` side by side.
+
+    A step config takes one registered framework (:data:`FrameworkName`), whichever
+    adapters the registry (components.frameworks) holds.
+    """
 
     TORCH = "torch"
     TENSORFLOW = "tensorflow"
     BOTH = "both"
+
+    def frameworks(self) -> tuple[str, ...]:
+        """The frameworks this choice trains: every registered one for `both`."""
+        return framework_names() if self is Framework.BOTH else (self.value,)
+
+
+def _one_framework(name: str) -> str:
+    if name == Framework.BOTH:
+        raise ValueError("a step runs one framework; 'both' is split by the pipeline")
+    return check_framework(name)
+
+
+FrameworkName = Annotated[str, AfterValidator(_one_framework)]
 
 
 class Precision(StrEnum):
@@ -96,7 +115,7 @@ class ClusterOptions(_Config):
 class TrainConfig(_Config):
     """Hyper-parameters shared by both frameworks."""
 
-    framework: Framework
+    framework: FrameworkName
     epochs: int = Field(default=10, ge=1, le=10_000)
     batch_size: int = Field(default=32, ge=1, le=65_536)
     learning_rate: float = Field(default=1e-3, gt=0.0, le=10.0)
@@ -112,17 +131,11 @@ class TrainConfig(_Config):
     cluster: ClusterOptions = Field(default_factory=ClusterOptions)
     resume: bool = Field(default=False, description="Continue from the last checkpoint.")
 
-    @model_validator(mode="after")
-    def _single_framework(self) -> TrainConfig:
-        if self.framework is Framework.BOTH:
-            raise ValueError("train runs one framework; 'both' is split by the pipeline")
-        return self
-
 
 class EvaluateConfig(_Config):
     """The blessing gate."""
 
-    framework: Framework
+    framework: FrameworkName
     model_name: str = Field(default="", description="Registered model; empty = default name.")
     min_accuracy: float = Field(default=0.5, ge=0.0, le=1.0)
     tolerance: float = Field(
@@ -152,7 +165,7 @@ class EvaluateConfig(_Config):
 class CompressConfig(_Config):
     """Compression variants and the gate that picks one (see components/compress)."""
 
-    framework: Framework
+    framework: FrameworkName
     max_accuracy_drop: float = Field(default=0.005, ge=0.0, le=1.0,
                                      description="Gate: largest accepted test-accuracy drop "
                                                  "(fraction; 0.005 = 0.5 points).")
@@ -160,6 +173,10 @@ class CompressConfig(_Config):
                                     description="Fraction of weights pruned to zero.")
     finetune_epochs: int = Field(default=2, ge=0, le=100,
                                  description="Fine-tuning epochs while pruning.")
+    finetune_learning_rate: float = Field(default=1e-3, gt=0.0, le=10.0,
+                                          description="Adam's learning rate while pruning.")
+    finetune_batch_size: int = Field(default=32, ge=1, le=65_536,
+                                     description="Batch size of the pruning fine-tune.")
     calibration_rows: int = Field(default=256, ge=1, description="Train rows for static int8.")
     latency_calls: int = Field(default=200, ge=5, le=100_000,
                                description="Timed batch-1 calls per variant (batch 64: 1/4).")
@@ -174,7 +191,7 @@ class CompressConfig(_Config):
 class PushConfig(_Config):
     """Registration and the serving manifest."""
 
-    framework: Framework
+    framework: FrameworkName
     model_name: str = Field(default="", description="Registered model; empty = default name.")
     namespace: str = "default"
     champion_alias: str = "champion"
@@ -186,6 +203,6 @@ class PushConfig(_Config):
         description="Traffic share of the new revision; 100 = full rollout, no canary.")
 
 
-def model_name_for(given: str, dataset: str, framework: Framework | str) -> str:
+def model_name_for(given: str, dataset: str, framework: str) -> str:
     """The registered-model name: the user's, or one per data set and framework."""
-    return given or f"{dataset}-{Framework(framework).value}"
+    return given or f"{dataset}-{framework}"

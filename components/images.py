@@ -11,9 +11,12 @@ from typing import Any
 
 from kfp import dsl
 
+from components.frameworks import framework_names
 from components.settings import get_settings
 
-IMAGES = {"base": "step-base", "torch": "step-torch", "tensorflow": "step-tensorflow",
+# Image kind -> image name: the framework-free steps, one image per framework (its
+# adapter's ``image``, named step-<kind> and built from images/step-<kind>/), serving.
+IMAGES = {"base": "step-base", **{name: f"step-{name}" for name in framework_names()},
           "serving": "serving"}
 
 
@@ -30,3 +33,10 @@ def step_component(func: Callable[..., Any], kind: str) -> Any:
     starts without a pip install.
     """
     return dsl.component(func, base_image=image(kind), install_kfp_package=False)
+
+
+def framework_components(func: Callable[..., Any]) -> dict[str, Any]:
+    """One component of ``func`` per registered framework, each on that framework's image."""
+    from components.frameworks import get_adapter
+
+    return {name: step_component(func, get_adapter(name).image) for name in framework_names()}

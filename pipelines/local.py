@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.config import Framework
 from components.settings import get_settings
 from components.tracking import ensure_reachable
 from pipelines.params import PipelineParams
@@ -63,8 +62,7 @@ def _execute(params: PipelineParams, home: Path) -> bool:
 
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False),
                    pipeline_root=str(home / "pipeline_root"), raise_on_error=True)
-    frameworks = [fw.value for fw in (Framework.TORCH, Framework.TENSORFLOW)
-                  if params.framework in (fw, Framework.BOTH)]
+    frameworks = list(params.framework.frameworks())
     try:
         with warnings.catch_warnings(), warm_python(frameworks) as python, \
                 _runner_python(python):

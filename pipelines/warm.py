@@ -10,9 +10,12 @@ runner's python is :mod:`pipelines.warm_launcher`, which hands the task to a
 as a task's interpreter does) and then forks one child per task. The child takes
 the task's argv, environment, working directory and stdio and runs
 ``kfp.dsl.executor_main`` exactly as a cold interpreter would; only the imports
-are already done. One zygote per kind (``base``, ``torch``, ``tensorflow``): the
-framework zygotes are forked from the base one after its imports and add their
-framework, so a torch task never has TensorFlow imported, and vice versa.
+are already done. One zygote per kind (``light``, ``base`` and one per framework,
+whose modules come from its adapter's ``preload``): the framework zygotes are
+forked after the light imports and add their framework, so a torch task never
+has TensorFlow imported, and vice versa. A zygote whose imports fail marks its
+socket failed; its tasks then run cold, or fail with the import's traceback
+when ``TWINFLOW_WARM_STRICT=1`` (the tests set it: a broken preload list is a bug).
 
 ``TWINFLOW_WARM_STEPS=0`` turns it off (every task a cold interpreter again).
 """
@@ -37,6 +40,7 @@ import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
+from components.frameworks import get_adapter
 from pipelines import warm_launcher
 
 log = logging.getLogger(__name__)
@@ -56,14 +60,15 @@ PRELOAD: dict[str, tuple[str, ...]] = {
               "alembic.runtime.migration"),
     # Forked from "light" and importing side by side while the first tasks run.
     "base": _DATA,
-    "torch": (*_DATA, "torch", "components.frameworks.pytorch", "mlflow.pytorch",
-              "torch.onnx", "onnxscript", "components.compress.torch_variants",
-              "components.export.torch_export", "components.transform.torch_layer"),
-    "tensorflow": (*_DATA, "tensorflow", "components.frameworks.tensorflow", "tf_keras",
-                   "mlflow.tensorflow", "tf2onnx", "tensorflow_model_optimization",
-                   "components.compress.tf_variants", "components.export.tf_export",
-                   "components.transform.tf_layer"),
 }
+
+
+def preload_modules(kind: str) -> tuple[str, ...]:
+    """What the zygote of ``kind`` imports: ``light``, ``base``, or a framework's name
+    (the data-plane modules plus what its adapter lists in ``preload``)."""
+    if kind in PRELOAD:
+        return PRELOAD[kind]
+    return (*_DATA, *get_adapter(kind).preload)
 
 
 @contextlib.contextmanager
@@ -106,19 +111,20 @@ def warm_python(kinds: list[str]) -> Iterator[str | None]:
 def serve(sockets: dict[str, str]) -> None:
     """The zygote process: preload, fork the other zygotes, then serve tasks."""
     kind = "light"
-    _preload(PRELOAD["light"], sockets[kind])
+    _preload(kind, sockets[kind])
     for other in (k for k in sockets if k != "light"):
         if os.fork() == 0:
             kind = other
-            _preload(PRELOAD[kind], sockets[kind])
+            _preload(kind, sockets[kind])
             break
     _accept_forever(sockets[kind])
 
 
-def _preload(modules: tuple[str, ...], path: str) -> None:
-    """Import ``modules``; on failure mark the socket failed so tasks run cold."""
+def _preload(kind: str, path: str) -> None:
+    """Import the modules of ``kind``; on failure mark the socket failed (with the
+    traceback) so that its tasks run cold, or fail in strict mode."""
     try:
-        for name in modules:
+        for name in preload_modules(kind):
             importlib.import_module(name)
     except Exception:
         Path(path + ".failed").write_text(traceback.format_exc(), encoding="utf-8")

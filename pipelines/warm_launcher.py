@@ -20,6 +20,7 @@ import time
 EXECUTOR = ["-m", "kfp.dsl.executor_main"]
 SOCKETS_ENV = "TWINFLOW_WARM_SOCKETS"
 REAL_PYTHON_ENV = "TWINFLOW_WARM_PYTHON"
+STRICT_ENV = "TWINFLOW_WARM_STRICT"  # "1": a zygote that failed to import fails its tasks
 WAIT_S = 180.0  # a warm interpreter still importing (TensorFlow, cold disk) is waited for
 
 
@@ -29,6 +30,11 @@ def main(args: list[str]) -> int:
     path = sockets.get(_kind(args), sockets.get("base")) if args[:2] == EXECUTOR else None
     conn = _connect(path) if path else None
     if conn is None:
+        failed = f"{path}.failed"
+        if path and os.environ.get(STRICT_ENV) == "1" and os.path.exists(failed):
+            with open(failed, encoding="utf-8") as why:
+                sys.stderr.write(f"twinflow: warm interpreter failed to preload:\n{why.read()}")
+            return 1
         real = os.environ[REAL_PYTHON_ENV]
         os.execv(real, [real, *args])
     payload = json.dumps({"argv": args, "env": dict(os.environ), "cwd": os.getcwd()}).encode()
@@ -65,7 +71,8 @@ def _kind(args: list[str]) -> str:
         framework = executor_input["inputs"]["parameterValues"].get("framework", "")
     except (ValueError, IndexError, KeyError, TypeError):
         return "base"
-    return framework if framework in ("torch", "tensorflow") else "base"
+    # Any framework has a zygote of its own (unknown kinds fall back to `base` in main).
+    return str(framework) or "base"
 
 
 def _connect(path: str) -> socket.socket | None:

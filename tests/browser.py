@@ -14,7 +14,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
-from components.train.launch import free_port
+from components.net import free_port
 from tests.conftest import cli_env
 
 # Chromium in a sandbox without network: no background fetches, no first-run UI.

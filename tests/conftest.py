@@ -14,9 +14,14 @@ from components.ingest.core import run_ingest
 from components.tracking import experiment_id
 from components.train.core import run_train
 from components.transform.core import run_transform
+from pipelines.warm_launcher import STRICT_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+# A warm task interpreter that fails to preload fails its tasks instead of running them
+# cold: in tests a broken preload list is a bug, not a slow run (pipelines/warm.py).
+WARM_STRICT = {STRICT_ENV: "1"}
+os.environ.update(WARM_STRICT)
 
 
 @pytest.fixture(scope="session")
@@ -75,6 +80,7 @@ def cli_env(tmp_path: Path, tracking_uri: str | None = None) -> dict[str, str]:
     """Environment for running the `twinflow` CLI in a subprocess with its own store."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "TWINFLOW_"))}
     env["TWINFLOW_HOME"] = str(tmp_path / ".twinflow")
+    env.update(WARM_STRICT)
     if tracking_uri:
         env["MLFLOW_TRACKING_URI"] = tracking_uri
     return env

@@ -16,7 +16,8 @@ from mlflow.tracking import MlflowClient
 from components.config import ClusterOptions, Framework, TrainConfig
 from components.frameworks import get_adapter
 from components.settings import Settings
-from components.train.cluster import fetch_output, job_config, publish_input, wants_cluster
+from components.train.cluster import job_config, wants_cluster
+from components.train.exchange import fetch_output, publish_input
 from components.train.k8s.manifests import build
 from tests.test_k8s_jobs import _schema, _unknown_fields
 
@@ -51,9 +52,20 @@ def test_job_for_the_step_carries_config_placement_and_tracking(
     assert _unknown_fields(job, schema) == []
 
 
-def test_data_and_model_travel_through_the_mlflow_run(transformed: tuple[Path, Path],
+def _files(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` at any depth, by relative path."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+@pytest.mark.parametrize("framework", [Framework.TORCH, Framework.TENSORFLOW],
+                         ids=["torch", "tensorflow"])
+def test_data_and_model_travel_through_the_mlflow_run(framework: Framework,
+                                                      transformed: tuple[Path, Path],
                                                       tmp_path: Path, store: str) -> None:
-    config = TrainConfig(framework=Framework.TORCH, epochs=2, show_progress=False)
+    """A real worker process trains from the run's data and hands back the whole model
+    directory: every file, the nested raw-input model included, byte for byte."""
+    config = TrainConfig(framework=framework, epochs=2, show_progress=False)
     with mlflow.start_run() as run:
         publish_input(run.info.run_id, transformed[0])
         worker = subprocess.run(
@@ -62,12 +74,19 @@ def test_data_and_model_travel_through_the_mlflow_run(transformed: tuple[Path, P
              "--model", str(tmp_path / "pod-model"), "--run-id", run.info.run_id,
              "--via-mlflow"],
             env={**os.environ, "MLFLOW_TRACKING_URI": store}, capture_output=True, text=True,
-            timeout=300)
+            timeout=600)
         assert worker.returncode == 0, worker.stderr[-2000:]
         fetch_output(run.info.run_id, tmp_path / "step-model")
-    assert (tmp_path / "step-model" / "history.json").is_file()
-    assert not list((tmp_path / "step-model").glob("*.pid"))
-    model = get_adapter(Framework.TORCH).load_model(tmp_path / "step-model")
-    assert model is not None
+    written = {k: v for k, v in _files(tmp_path / "pod-model").items()
+               if not k.endswith(".pid")}
+    fetched = _files(tmp_path / "step-model")
+    assert any(name.startswith("raw/") and name.count("/") >= 1 for name in written), (
+        "the worker wrote no raw-input model: the nested case is not exercised")
+    assert sorted(fetched) == sorted(written)
+    assert all(fetched[name] == written[name] for name in written)
+    adapter = get_adapter(framework)
+    raw = adapter.raw_model(tmp_path / "step-model")
+    assert raw is not None and raw.path.exists()
+    assert adapter.load_model(tmp_path / "step-model") is not None
     history = MlflowClient().get_metric_history(run.info.run_id, "val_accuracy")
     assert [m.step for m in history] == [1, 2]

@@ -3,6 +3,7 @@ logged with the version; registration, aliases and the KServe manifest."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 import subprocess
@@ -23,8 +24,8 @@ from components.data.dataset import Split, read_arrays, read_metadata
 from components.errors import DataError
 from components.export.manifest import ExportManifest
 from components.export.raw import RAW_ENTRY, probe_rows
+from components.export.runtime import softmax
 from components.export.verify import verify_exports
-from components.frameworks.base import softmax
 from components.push.core import run_push
 from components.transform.fitted import FittedTransform
 from tests.conftest import SHARED, cli_env
@@ -152,11 +153,8 @@ def _reference(compressed: Compressed, x: np.ndarray) -> np.ndarray:
 
     adapter = get_adapter(compressed.framework)
     model = adapter.load_model(compressed.model_dir)
-    if compressed.framework is Framework.TORCH:
-        from components.compress.torch_variants import logits
-    else:
-        from components.compress.tf_variants import logits
-    return logits(model, x)
+    variants = importlib.import_module(f"components.frameworks.{compressed.framework}.variants")
+    return np.asarray(variants.logits(model, x))
 
 
 def test_exports_reload_in_a_fresh_process(compressed: Compressed, transformed: tuple[Path, Path],

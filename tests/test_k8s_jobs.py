@@ -67,11 +67,11 @@ def _unknown_fields(obj: Any, schema: dict[str, Any], path: str = "") -> list[st
     return []
 
 
-def _config(framework: Framework = Framework.TORCH, kind: JobKind | None = None,
+def _config(framework: Framework | str = Framework.TORCH, kind: JobKind | None = None,
             **extra: Any) -> DistributedJobConfig:
     values: dict[str, Any] = {
         "framework": framework, "kind": kind, "name": "twinflow-0123456789ab-train",
-        "image": f"twinflow/step-{framework.value}:0.1.0",
+        "image": f"twinflow/step-{framework}:0.1.0",
         "command": ["python", "-m", "components.train.worker", "--config", "{}"],
         "env": {"MLFLOW_TRACKING_URI": "http://mlflow:5000"}}
     return DistributedJobConfig(**{**values, **extra})
@@ -237,7 +237,8 @@ def test_timeout_error_is_both_a_timeout_and_a_training_error() -> None:
     ({"framework": Framework.TENSORFLOW, "kind": JobKind.PYTORCHJOB},
      "kind: 'pytorchjob' cannot run tensorflow"),
     ({"kind": JobKind.TFJOB}, "kind: 'tfjob' cannot run torch; use one of: pytorchjob, trainjob"),
-    ({"framework": Framework.BOTH}, "framework: a job trains one framework"),
+    ({"framework": Framework.BOTH}, "framework\n.*a step runs one framework"),
+    ({"framework": "jax"}, "framework\n.*unknown framework 'jax'"),
     ({"kind": "mpijob"}, r"kind\n"),
     ({"name": "Train"}, r"name\n"),
     ({"name": "1-train"}, r"name\n"),

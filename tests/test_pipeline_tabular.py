@@ -25,7 +25,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.parametrize("framework", ["torch", "tensorflow"])
 def test_run_with_categoricals_and_gaps(tmp_path: Path, framework: str) -> None:
-    from components.transform.serving import layer_module
+    from components.export.raw_runtime import load_raw_predictor
+    from components.frameworks import get_adapter
 
     csv = tmp_path / "shop.csv"
     frame = mixed_frame(900, seed=5)
@@ -47,10 +48,11 @@ def test_run_with_categoricals_and_gaps(tmp_path: Path, framework: str) -> None:
     assert transform.data.params["n_categorical"] == "2"
     assert transform.data.params["n_numeric"] == "2"
 
-    layer = layer_module(framework)
     [raw_dir] = {p.parent for p in tmp_path.rglob("raw/transform.json")  # the train step's
                  if not (p.parent.parent / "export.json").is_file()}  # not compress's copy
-    predict = layer.load_raw_model(layer.raw_model_path(raw_dir.parent))
+    raw_model = get_adapter(framework).raw_model(raw_dir.parent)
+    assert raw_model is not None
+    predict = load_raw_predictor(raw_model.format, raw_model.path)
     rows = pd.read_csv(csv)
     probs = predict(rows.drop(columns=["label"]))
     classes = np.array(sorted(rows["label"].unique()))
@@ -65,7 +67,7 @@ def _served_champion_answers_raw_rows(tmp_path: Path, name: str, rows: pd.DataFr
     serves the exports' default raw-input entry (the chosen variant with the transform
     inside), which answers what the same file answers in process."""
     from components.export.manifest import ExportManifest
-    from components.export.raw import load_raw_predictor
+    from components.export.raw_runtime import load_raw_predictor
     from tests.test_serve import Server
 
     env = cli_env(tmp_path, f"sqlite:///{tmp_path / '.twinflow' / 'mlflow.db'}")
@@ -85,7 +87,7 @@ def _served_champion_answers_raw_rows(tmp_path: Path, name: str, rows: pd.DataFr
     manifest = ExportManifest.load(exports)
     entry = manifest.entries[manifest.serving_default]
     assert entry.input == "raw"
-    predict = load_raw_predictor(manifest.framework, entry.format, exports / entry.path)
+    predict = load_raw_predictor(entry.format, exports / entry.path)
     np.testing.assert_allclose(got, predict(head.drop(columns=["label"])), atol=1e-5)
     accuracy = float((classes[got.argmax(axis=1)] == head["label"].to_numpy()).mean())
     assert accuracy > 0.7, accuracy

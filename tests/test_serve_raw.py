@@ -7,6 +7,7 @@ row."""
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -64,24 +65,22 @@ def _train_and_export(fw: Framework, root: Path) -> Trained:
     model = adapter.load_model(root / "model")
     exports = root / "exports"
     width = len(fitted.output_columns())
-    if fw is Framework.TORCH:
-        from components.export.torch_export import export_onnx
-    else:
-        from components.export.tf_export import export_onnx
-    export_onnx(model, width, exports / "model.onnx")
+    package = f"components.frameworks.{fw}"  # each package exposes the same names
+    importlib.import_module(f"{package}.export").export_onnx(model, width,
+                                                            exports / "model.onnx")
     entries = {"onnx": ExportEntry(format=ExportFormat.ONNX, path="model.onnx")}
     exporters: dict[str, Any] = {}
     if fw is Framework.TENSORFLOW:  # TFLite: the transform converted with the network
-        from components.export.tf_export import export_tflite
-        from components.export.tflite_raw import export_raw_tflite
+        from components.frameworks.tensorflow.export import export_tflite
+        from components.frameworks.tensorflow.tflite_raw import export_raw_tflite
 
         export_tflite(model, width, exports / "model.tflite")
         entries["tflite"] = ExportEntry(format=ExportFormat.TFLITE, path="model.tflite")
         exporters["tflite"] = partial(export_raw_tflite, model)
-    shipped = raw_exports(fw, root / "model", exports, entries, exporters)
+    shipped = raw_exports(adapter.raw_model(root / "model"), exports, entries, exporters)
     assert shipped is not None, "the train step wrote no raw-input model"
     assert set(shipped.entries) == {RAW_ENTRY, *(f"raw_{n}" for n in entries)}
-    ExportManifest(framework=fw.value, features=fitted.output_columns(), classes=fitted.classes,
+    ExportManifest(framework=str(fw), features=fitted.output_columns(), classes=fitted.classes,
                    entries={**entries, **shipped.entries}, preferred="onnx",
                    raw_features=shipped.features).save(exports)
     return Trained(exports, fitted, lambda rows: adapter.predict_proba(model, fitted.apply(rows)),

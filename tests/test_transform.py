@@ -46,14 +46,15 @@ def test_params_apply_reproduces_transformed_rows(digits_dir: Path,
 def test_trained_model_dir_holds_raw_input_model(trained: tuple[object, Path],
                                                  digits_dir: Path) -> None:
     """Image data (numeric only) too: the raw-input model reproduces the network."""
+    from components.export.raw_runtime import load_raw_predictor
     from components.frameworks import get_adapter
-    from components.transform.serving import layer_module
 
     fw, model_dir = trained
-    layer = layer_module(str(fw))
-    raw = read_frame(digits_dir, Split.TEST).head(50)
-    served = layer.load_raw_model(layer.raw_model_path(model_dir))(raw)
     adapter = get_adapter(str(fw))
+    raw_model = adapter.raw_model(model_dir)
+    assert raw_model is not None
+    raw = read_frame(digits_dir, Split.TEST).head(50)
+    served = load_raw_predictor(raw_model.format, raw_model.path)(raw)
     params = load_params(model_dir / "raw" / "transform.json")
     expected = adapter.predict_proba(adapter.load_model(model_dir), params.apply(raw))
     assert np.allclose(served, expected, atol=1e-5)

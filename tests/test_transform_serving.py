@@ -3,7 +3,6 @@ predicts on raw rows what the trained network predicts on the transformed rows."
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import mlflow
@@ -13,14 +12,13 @@ import pytest
 
 from components.config import Framework, TrainConfig
 from components.data.dataset import Split, read_frame, read_metadata
+from components.export.raw_runtime import load_raw_predictor
 from components.frameworks import get_adapter
 from components.train.core import run_train
 from components.transform.core import run_transform
 from components.transform.fitted import TransformConfig
 from tests.test_transform_fit import ingest_mixed, mixed_frame
 
-LAYERS = {Framework.TORCH: "components.transform.torch_layer",
-          Framework.TENSORFLOW: "components.transform.tf_layer"}
 OPTIONS = {"features": {"weight": {"scale": "bucketize", "buckets": 5, "impute": "median"},
                         "shape": {"encoding": "index"}}}
 
@@ -46,9 +44,9 @@ def test_exported_raw_model_matches_training_predictions(
     rows = pd.concat([rows, pd.DataFrame({"size": [np.nan], "weight": [None], "colour": ["teal"],
                                           "shape": [None]})], ignore_index=True)
     extra = adapter.predict_proba(model, fitted.apply(rows.tail(1)))
-    layer = importlib.import_module(LAYERS[fw])
-    path = layer.export_raw_model(model, fitted, tmp_path / "export")
-    served = layer.load_raw_model(path)(rows)
+    path = adapter.export_raw_model(model, fitted, tmp_path / "export")
+    assert adapter.raw_format is not None
+    served = load_raw_predictor(adapter.raw_format, path)(rows)
     assert served.shape == (len(test_raw) + 1, meta.n_classes)
     assert np.allclose(served[:-1], expected, atol=1e-5)
     assert np.allclose(served[-1:], extra, atol=1e-5)
@@ -64,8 +62,9 @@ def test_train_step_writes_raw_input_model(tmp_path: Path, active_run: mlflow.Ac
     with mlflow.start_run(nested=True):
         run_train(TrainConfig(framework=fw, epochs=1, show_progress=False), tmp_path / "t",
                   tmp_path / "model")
-    layer = importlib.import_module(LAYERS[fw])
-    predict = layer.load_raw_model(layer.raw_model_path(tmp_path / "model"))
+    raw_model = get_adapter(fw).raw_model(tmp_path / "model")
+    assert raw_model is not None and raw_model.path.exists()
+    predict = load_raw_predictor(raw_model.format, raw_model.path)
     rows = read_frame(raw, Split.VAL)
     probs = predict(rows)
     assert probs.shape == (len(rows), 2) and np.allclose(probs.sum(axis=1), 1.0)
@@ -99,14 +98,14 @@ def test_onnx_transform_graph_equals_the_numpy_transform(
 @pytest.mark.parametrize("kinds", ["both", "numeric", "categorical"])
 def test_tflite_transform_graph_equals_the_numpy_transform(
         tmp_path: Path, active_run: mlflow.ActiveRun, kinds: str) -> None:
-    """The transform in TFLite builtin ops (components.export.tflite_raw), in front of an
+    """The transform in TFLite builtin ops (the TensorFlow package's tflite_raw), in front of an
     identity network, computes what FittedTransform.apply does, up to float32 rounding of
     the scaled inputs; one-hots, buckets and index codes exactly."""
     import tensorflow as tf
     import tf_keras as keras
 
     from components.export.raw import probe_rows
-    from components.export.tflite_raw import export_raw_tflite
+    from components.frameworks.tensorflow.tflite_raw import export_raw_tflite
 
     raw = ingest_mixed(tmp_path)
     fitted = run_transform(raw, tmp_path / "t", tmp_path / "p.json",

@@ -2,7 +2,7 @@
 
 from kfp.dsl import Dataset, Input, Model, Output
 
-from components.images import step_component
+from components.images import framework_components
 
 
 def compress(parent_run_id: str, framework: str, max_accuracy_drop: float,
@@ -25,4 +25,4 @@ def compress(parent_run_id: str, framework: str, max_accuracy_drop: float,
                                  "int8_accuracy": result.int8_accuracy})
 
 
-compress_ops = {fw: step_component(compress, fw) for fw in ("torch", "tensorflow")}
+compress_ops = framework_components(compress)

@@ -1,11 +1,11 @@
 """Compress: a set of variants measured against the fp32 exports in one run, a gate that
 picks the best passing one, and an exports directory for push and the model server.
 
-PyTorch: dynamic int8, FX static int8, pruning (TorchScript). TensorFlow: TFLite
-dynamic range, full int8, float16, tfmot pruning. Both: ONNX Runtime dynamic and
-static int8 of the ONNX export. The framework's variant builder is imported
-lazily, so a torch run never imports TensorFlow. See ``variants.select_best`` for
-what "best" means.
+The framework adapter builds the variants (``build_variants``; PyTorch: dynamic
+int8, FX static int8, pruning as TorchScript; TensorFlow: TFLite dynamic range,
+full int8, float16, tfmot pruning; both: ONNX Runtime dynamic and static int8
+of the ONNX export); this step knows them only by format, so a torch run never
+imports TensorFlow. See ``variants.select_best`` for what "best" means.
 
 The output directory is an exports directory (``components.export.manifest``):
 the fp32 exports, the chosen variant (the preferred entry; fp32 ONNX when none
@@ -17,35 +17,27 @@ in-memory model (the raw one on probe rows through the fitted transform).
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
 
 import mlflow
 import numpy as np
 import pandas as pd
 
 from components.compress.report import log_report
-from components.compress.variants import (
-    Built,
-    Candidate,
-    Selection,
-    VariantResult,
-    measure,
-    select_best,
-)
-from components.config import CompressConfig, Framework
+from components.compress.variants import Selection, VariantResult, measure, select_best
+from components.config import CompressConfig
 from components.data.dataset import Split, read_arrays, read_metadata
+from components.export.candidates import Built, Candidate, RawModel
 from components.export.manifest import ExportEntry, ExportFormat, ExportManifest
 from components.export.raw import probe_rows, raw_exports
+from components.export.runtime import softmax
 from components.export.verify import verify_exports
 from components.frameworks import get_adapter
-from components.frameworks.base import ModelSpec, softmax
+from components.frameworks.base import ModelSpec
 from components.transform.fitted import FittedTransform
 
 log = logging.getLogger(__name__)
@@ -77,16 +69,20 @@ def run_compress(config: CompressConfig, data_dir: Path, model_dir: Path,
     """Build and measure every variant, gate them, write the exports directory ``out_dir``."""
     meta = read_metadata(data_dir)
     train, test = read_arrays(data_dir, Split.TRAIN, meta), read_arrays(data_dir, Split.TEST, meta)
-    model = get_adapter(config.framework).load_model(model_dir)
+    adapter = get_adapter(config.framework)
+    model = adapter.load_model(model_dir)
     spec = ModelSpec.load(model_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     work = out_dir.parent / f".{out_dir.name}-work"
     try:
-        built = _builder(config.framework)(model, spec, train, config, out_dir, work)
+        built = adapter.build_variants(model, spec, train, config, out_dir, work)
+        for name, why in built.skipped.items():
+            log.info("variant %s skipped: %s", name, why)
         results = [measure(c, test.x, test.y, config.latency_calls) for c in built.candidates]
         selection = select_best(results, config.max_accuracy_drop, config.latency_tie)
         manifest, sources = _write_exports(built, results, selection, meta.features,
-                                           meta.classes, config, out_dir, model_dir)
+                                           meta.classes, config, out_dir,
+                                           adapter.raw_model(model_dir))
         x = test.x[:_VERIFY_ROWS]
         references = _references(built, manifest, out_dir, x)
         probe = _raw_references(built, manifest, out_dir, sources, references)
@@ -99,16 +95,10 @@ def run_compress(config: CompressConfig, data_dir: Path, model_dir: Path,
     return result
 
 
-def _builder(framework: Framework) -> Callable[..., Built]:
-    """The framework's ``build_variants``, imported only when needed."""
-    name = "torch_variants" if Framework(framework) is Framework.TORCH else "tf_variants"
-    module = importlib.import_module(f"components.compress.{name}")
-    return cast(Callable[..., Built], module.build_variants)
-
-
 def _write_exports(built: Built, results: list[VariantResult], selection: Selection,
                    features: list[str], classes: list[str], config: CompressConfig,
-                   out_dir: Path, model_dir: Path) -> tuple[ExportManifest, dict[str, str]]:
+                   out_dir: Path,
+                   raw_model: RawModel | None) -> tuple[ExportManifest, dict[str, str]]:
     """Manifest of the fp32 exports, the chosen variant (moved into ``out_dir``) and the
     raw-input entries; plus the source entry of each raw one (see ``RawExports``)."""
     sizes = {r.name: r.bytes for r in results}
@@ -125,14 +115,15 @@ def _write_exports(built: Built, results: list[VariantResult], selection: Select
         shutil.move(chosen.path, out_dir / rel)
         entries[chosen.name] = _entry(chosen, rel, sizes[chosen.name])
         preferred = chosen.name
-    raw = raw_exports(config.framework, model_dir, out_dir, entries, built.raw_exporters)
-    manifest = ExportManifest(framework=Framework(config.framework).value,
+    raw = raw_exports(raw_model, out_dir, entries, built.raw_exporters)
+    manifest = ExportManifest(framework=config.framework,
                               features=features, classes=classes,
                               entries={**entries, **(raw.entries if raw else {})},
                               preferred=preferred, raw_features=raw.features if raw else None)
     manifest.save(out_dir)
     table = {"max_accuracy_drop": config.max_accuracy_drop, "chosen": preferred,
              "passed": selection.best is not None, "rejected": selection.rejected,
+             "skipped": built.skipped,
              "variants": [r.row() for r in results]}
     (out_dir / COMPRESSION_FILE).write_text(json.dumps(table, indent=2), encoding="utf-8")
     return manifest, raw.sources if raw else {}

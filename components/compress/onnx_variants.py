@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.compress.variants import Candidate
+from components.export.candidates import Candidate
 from components.export.manifest import ExportFormat
 
 log = logging.getLogger(__name__)

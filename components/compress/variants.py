@@ -21,42 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from components.export.manifest import ExportFormat, path_bytes
-from components.export.raw import RawExporter
+from components.export.candidates import FP32, Candidate
+from components.export.manifest import path_bytes
 from components.export.runtime import Predict, load_predictor
 
 log = logging.getLogger(__name__)
-FP32 = "fp32"
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A written variant, before measurement."""
-
-    name: str
-    format: ExportFormat
-    path: Path
-    variant: str = FP32
-    baseline: str = ""  # name of the fp32 candidate of the same format ("" for fp32 itself)
-    note: str = ""
-    # Writer of its raw-input twin, for a format whose file cannot be extended with the
-    # transform afterwards (TFLite; see components.export.raw.raw_exports).
-    raw_exporter: RawExporter | None = None
-
-
-@dataclass(frozen=True)
-class Built:
-    """What a framework's variant builder returns: the candidates (fp32 exports first)
-    and the in-memory fp32 model's predict function, the reference for reloads."""
-
-    candidates: list[Candidate]
-    reference: Predict
-    skipped: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def raw_exporters(self) -> dict[str, RawExporter]:
-        """Candidate name -> writer of its raw-input twin (see Candidate.raw_exporter)."""
-        return {c.name: c.raw_exporter for c in self.candidates if c.raw_exporter}
 
 
 @dataclass(frozen=True)

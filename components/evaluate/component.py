@@ -10,7 +10,7 @@ matrix and the one-vs-rest ROC curve of ``roc_class``, which the KFP UI draws).
 
 from kfp.dsl import ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
-from components.images import step_component
+from components.images import framework_components
 
 
 def evaluate(parent_run_id: str, framework: str, model_name: str, min_accuracy: float,
@@ -50,4 +50,4 @@ def evaluate(parent_run_id: str, framework: str, model_name: str, min_accuracy: 
     raise AssertionError("unreachable")
 
 
-evaluate_ops = {fw: step_component(evaluate, fw) for fw in ("torch", "tensorflow")}
+evaluate_ops = framework_components(evaluate)

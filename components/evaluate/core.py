@@ -222,7 +222,7 @@ def _confusion_figure(evaluation: Evaluation, config: EvaluateConfig,
                                      display_labels=meta.classes)
     fig, ax = plt.subplots(figsize=(6, 6))
     display.plot(ax=ax, colorbar=False)
-    ax.set_title(f"{meta.name} / {config.framework.value}: test confusion matrix")
+    ax.set_title(f"{meta.name} / {config.framework}: test confusion matrix")
     return fig
 
 

@@ -73,7 +73,7 @@ class ExportManifest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    framework: Literal["torch", "tensorflow"]
+    framework: str = Field(min_length=1, description="The framework adapter that wrote it.")
     features: list[str]
     classes: list[str]
     output: Literal["logits", "probabilities"] = "logits"

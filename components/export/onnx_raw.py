@@ -17,7 +17,6 @@ at serving time.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,6 @@ import numpy as np
 import onnx
 from onnx import TensorProto, compose, helper, numpy_helper
 
-from components.frameworks.base import softmax
 from components.transform.fitted import FittedTransform
 
 FEATURES = "features"
@@ -140,17 +138,3 @@ class _Graph:
     def _one_hot(self, index: str, depth: int) -> str:
         return self.op("OneHot", [index, self.const(np.array(depth, dtype=np.int64)),
                                   self.const(np.array([0.0, 1.0], dtype=np.float32))], axis=-1)
-
-
-def load_onnx_raw_arrays(path: Path) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """Class probabilities of raw arrays through onnxruntime (the logits, softmaxed)."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-    def predict(num: np.ndarray, cat: np.ndarray) -> np.ndarray:
-        logits = session.run(None, {"numeric": np.ascontiguousarray(num, np.float64),
-                                    "categorical": cat.astype(str).astype(object)})[0]
-        return softmax(np.asarray(logits))
-
-    return predict

@@ -1,12 +1,13 @@
 """Raw-input exports: the fitted transform inside the model, raw rows in.
 
-The train step writes the network with the transform in front of it
-(components.transform.torch_layer / tf_layer) into ``model/raw/``. Compress
+The train step writes the network with the transform in front of it (each
+framework package's ``raw_layer``) into ``model/raw/``; the framework adapter
+says where and in which format (:class:`RawModel`). Compress
 ships it in the exports directory as the ``raw`` entry (TorchScript or
 SavedModel, with its ``transform.json``), adds ``raw_<entry>`` for every ONNX
 entry (the transform as ONNX operators in front: components.export.onnx_raw)
 and every TFLite entry the builder can convert anew with the transform inside
-(components.export.tflite_raw), including the chosen compressed variant, checks
+(the TensorFlow package's tflite_raw), including the chosen compressed variant, checks
 them in a fresh process on probe rows, and the model server serves one by
 default (see ``ExportManifest.raw_entry``): clients send the columns the
 training data had, with strings and gaps, and no transform code runs outside
@@ -21,25 +22,20 @@ clean test split may never hit.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from components.config import Framework
+from components.export.candidates import RawExporter, RawModel
 from components.export.manifest import ExportEntry, ExportFormat, RawFeatures, path_bytes
 from components.transform.fitted import FITTED_FILE, FittedTransform
 
 RAW_DIR = "raw"
 RAW_ENTRY = "raw"
 UNSEEN = "<unseen>"
-PredictRaw = Callable[[pd.DataFrame], np.ndarray]
-PredictArrays = Callable[[np.ndarray, np.ndarray], np.ndarray]
-RawExporter = Callable[[FittedTransform, Path], Path]  # writes a raw version of one entry
-_FORMATS = {Framework.TORCH: ExportFormat.TORCHSCRIPT,
-            Framework.TENSORFLOW: ExportFormat.SAVEDMODEL}
 
 
 @dataclass(frozen=True)
@@ -51,28 +47,25 @@ class RawExports:
     sources: dict[str, str]  # raw entry -> the transformed-input entry inside it ("" = model)
 
 
-def _ship_framework_model(framework: Framework | str, model_dir: Path,
+def _ship_framework_model(raw_model: RawModel | None,
                           out_dir: Path) -> tuple[ExportEntry, FittedTransform] | None:
     """Copy the train step's raw-input model into ``out_dir/raw``; None if it has none."""
-    from components.transform.serving import layer_module
-
-    source = layer_module(framework).raw_model_path(model_dir)
-    if not source.exists():
+    if raw_model is None or not raw_model.path.exists():
         return None
-    shutil.copytree(source.parent, out_dir / RAW_DIR, dirs_exist_ok=True)
-    rel = Path(RAW_DIR) / source.name
-    entry = ExportEntry(format=_FORMATS[Framework(framework)], path=rel.as_posix(),
+    shutil.copytree(raw_model.path.parent, out_dir / RAW_DIR, dirs_exist_ok=True)
+    rel = Path(RAW_DIR) / raw_model.path.name
+    entry = ExportEntry(format=raw_model.format, path=rel.as_posix(),
                         bytes=path_bytes(out_dir / rel), input="raw")
     return entry, FittedTransform.load(out_dir / RAW_DIR / FITTED_FILE)
 
 
-def raw_exports(framework: Framework | str, model_dir: Path, out_dir: Path,
-                entries: dict[str, ExportEntry],
+def raw_exports(raw_model: RawModel | None, out_dir: Path, entries: dict[str, ExportEntry],
                 exporters: Mapping[str, RawExporter] | None = None) -> RawExports | None:
-    """The framework's raw-input model, plus ``raw_<entry>`` for each entry of ``entries``
-    (fp32 and a compressed variant) that is ONNX (the transform merged in front) or has
-    an exporter (a format whose file cannot be extended, e.g. TFLite: converted anew)."""
-    shipped = _ship_framework_model(framework, model_dir, out_dir)
+    """The train step's raw-input model (None or missing: no raw entries), plus
+    ``raw_<entry>`` for each entry of ``entries`` (fp32 and a compressed variant) that
+    is ONNX (the transform merged in front) or has an exporter (a format whose file
+    cannot be extended, e.g. TFLite: converted anew)."""
+    shipped = _ship_framework_model(raw_model, out_dir)
     if shipped is None:
         return None
     from components.export.onnx_raw import with_transform
@@ -99,32 +92,6 @@ def raw_exports(framework: Framework | str, model_dir: Path, out_dir: Path,
                                          input="raw")
         sources[f"raw_{name}"] = name
     return RawExports(raw, features, sources)
-
-
-def load_raw_arrays(framework: Framework | str, fmt: ExportFormat | str,
-                    path: Path) -> PredictArrays:
-    """Class probabilities of raw arrays (float64 numeric with NaN, object strings with
-    '', columns in ``RawFeatures`` order) for a shipped raw-input model."""
-    if ExportFormat(fmt) == ExportFormat.ONNX:
-        from components.export.onnx_raw import load_onnx_raw_arrays
-
-        return load_onnx_raw_arrays(path)
-    if ExportFormat(fmt) == ExportFormat.TFLITE:
-        from components.export.tflite_raw import load_tflite_raw_arrays
-
-        return load_tflite_raw_arrays(path)
-    from components.transform.serving import layer_module
-
-    predict: PredictArrays = layer_module(framework).load_raw_arrays(path)
-    return predict
-
-
-def load_raw_predictor(framework: Framework | str, fmt: ExportFormat | str,
-                       path: Path) -> PredictRaw:
-    """Class probabilities of raw rows (a DataFrame) for a shipped raw-input model."""
-    predict = load_raw_arrays(framework, fmt, path)
-    fitted = FittedTransform.load(path.parent / FITTED_FILE)
-    return lambda frame: predict(*fitted.raw_arrays(frame))
 
 
 def probe_rows(fitted: FittedTransform, rows: int = 64, seed: int = 0) -> pd.DataFrame:

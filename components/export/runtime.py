@@ -24,6 +24,13 @@ from components.export.manifest import ExportFormat
 Predict = Callable[[np.ndarray], np.ndarray]
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64 for stable probabilities (exports output logits)."""
+    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
 def load_predictor(fmt: ExportFormat | str, path: Path, threads: int | None = None) -> Predict:
     """A function mapping a float32 matrix to the model's output (logits) for ``path``.
 
@@ -96,7 +103,7 @@ def _savedmodel(path: Path, threads: int | None) -> Predict:
 
 
 def tflite_interpreter(path: Path, threads: int | None = None) -> Any:
-    """A ``tf.lite.Interpreter`` for ``path`` (also used by components.export.tflite_raw)."""
+    """A ``tf.lite.Interpreter`` for ``path`` (also used by components.export.raw_runtime)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 

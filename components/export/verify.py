@@ -80,7 +80,7 @@ def _compare(manifest: ExportManifest, name: str, got: np.ndarray, want: np.ndar
 
 def _main(argv: list[str]) -> None:
     """Child side: ``directory inputs.npy out_dir name...`` (raw rows: ``out_dir/raw.parquet``)."""
-    from components.export.raw import load_raw_predictor
+    from components.export.raw_runtime import load_raw_predictor
     from components.export.runtime import load_predictor
 
     directory, inputs, out_dir, names = Path(argv[0]), Path(argv[1]), Path(argv[2]), argv[3:]
@@ -91,7 +91,7 @@ def _main(argv: list[str]) -> None:
         try:
             if entry.input == "raw":
                 rows = pd.read_parquet(out_dir / "raw.parquet")
-                out = load_raw_predictor(manifest.framework, entry.format,
+                out = load_raw_predictor(entry.format,
                                          directory / entry.path)(rows)
             else:
                 out = load_predictor(entry.format, directory / entry.path)(x)

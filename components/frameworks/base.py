@@ -1,20 +1,34 @@
-"""What both framework adapters share: the model spec, the interface, progress."""
+"""What every framework adapter shares: the model spec, the adapter interface, progress.
+
+:class:`FrameworkAdapter` is the extension point: a framework is one package
+under ``components/frameworks/`` whose ``ADAPTER`` is an instance of a
+subclass, plus one line in the registry (``components/frameworks/__init__.py``).
+"""
 
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from tqdm import tqdm
 
-from components.config import TrainConfig
 from components.data.dataset import ArraySplit, DatasetMetadata
+from components.errors import ConfigError
+from components.export.candidates import Built, RawModel
+from components.export.manifest import ExportFormat
+from components.train.k8s.kinds import JobKind
+
+if TYPE_CHECKING:
+    from components.config import CompressConfig, TrainConfig
+    from components.transform.fitted import FittedTransform
 
 SPEC_FILE = "spec.json"
+RAW_SUBDIR = "raw"  # the raw-input model's folder inside a model artifact
 
 
 @dataclass(frozen=True)
@@ -95,31 +109,104 @@ class TrainContext:
         return self.world_size > 1
 
 
-class FrameworkAdapter(Protocol):
-    """The functions every adapter module defines."""
+@dataclass(frozen=True)
+class WorkerProcess:
+    """One process of a local multi-process launch: a label for errors, the arguments
+    after the Python interpreter, and the environment it adds."""
 
-    NAME: str
-    MODEL_FILE: str
+    name: str
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
 
-    def build_model(self, spec: ModelSpec, seed: int) -> Any: ...
 
+class FrameworkAdapter(ABC):
+    """Everything the steps need from a training framework, one subclass per framework.
+
+    A framework's quirks are class attributes or methods here, never a comparison
+    of framework names at a call site (see :mod:`components.frameworks`). An
+    adapter object is cheap to create and import: methods import the framework
+    itself when called, so looking up an adapter's attributes (its image, its
+    preload list) never imports torch or TensorFlow.
+    """
+
+    #: The framework's name, as users choose it (``--framework``) and as the registry
+    #: maps it.
+    name: ClassVar[str]
+    #: Step image kind (components.images) that has this framework installed.
+    image: ClassVar[str]
+    #: Format of the raw-input model (transform + network) the train step writes into
+    #: ``model/raw/<raw_model_name>``; None: the framework writes none.
+    raw_format: ClassVar[ExportFormat | None] = None
+    raw_model_name: ClassVar[str] = ""
+    #: Under the framework's multi-worker strategy every rank must take part in saving
+    #: (MultiWorkerMirroredStrategy does; DDP does not).
+    every_rank_saves: ClassVar[bool] = False
+    #: ``workers=0`` means one process per visible GPU (else one process using them all).
+    per_gpu_processes: ClassVar[bool] = False
+    #: Cluster job kinds that run this framework, the default first; () = none.
+    job_kinds: ClassVar[tuple[JobKind, ...]] = ()
+    #: Modules a warm task interpreter imports for this framework's steps.
+    preload: ClassVar[tuple[str, ...]] = ()
+    #: Loggers of the framework quieted to warnings in step logs.
+    noisy_loggers: ClassVar[tuple[str, ...]] = ()
+
+    @abstractmethod
+    def build_model(self, spec: ModelSpec, seed: int) -> Any:
+        """The spec's network, initialised from ``seed``."""
+
+    @abstractmethod
     def train(self, spec: ModelSpec, train: ArraySplit, val: ArraySplit, config: TrainConfig,
-              ctx: TrainContext, on_epoch: EpochCallback) -> Any: ...
+              ctx: TrainContext, on_epoch: EpochCallback) -> Any:
+        """Fit this rank's share; the chief calls ``on_epoch`` after each epoch."""
 
-    def device_count(self) -> int: ...
+    @abstractmethod
+    def device_count(self) -> int:
+        """Visible GPUs."""
 
-    def predict_proba(self, model: Any, x: np.ndarray) -> np.ndarray: ...
+    @abstractmethod
+    def predict_proba(self, model: Any, x: np.ndarray) -> np.ndarray:
+        """Class probabilities for a float32 feature matrix."""
 
-    def save_model(self, model: Any, spec: ModelSpec, model_dir: Path) -> None: ...
+    @abstractmethod
+    def save_model(self, model: Any, spec: ModelSpec, model_dir: Path) -> None:
+        """Write the trained model and its spec into ``model_dir``."""
 
-    def load_model(self, model_dir: Path) -> Any: ...
+    @abstractmethod
+    def load_model(self, model_dir: Path) -> Any:
+        """Read what :meth:`save_model` wrote."""
 
-    def quantize(self, model: Any, spec: ModelSpec, sample: np.ndarray,
-                 out_dir: Path) -> tuple[Path, Path]: ...
+    @abstractmethod
+    def log_model(self, model: Any, name: str, sample: np.ndarray) -> str:
+        """Log with the framework's MLflow flavor; return the model URI."""
 
-    def load_quantized(self, path: Path) -> Callable[[np.ndarray], np.ndarray]: ...
+    @abstractmethod
+    def build_variants(self, model: Any, spec: ModelSpec, train: ArraySplit,
+                       config: CompressConfig, out_dir: Path, work: Path) -> Built:
+        """fp32 exports into ``out_dir`` (they ship), compressed candidates into ``work``."""
 
-    def log_model(self, model: Any, name: str, sample: np.ndarray) -> str: ...
+    def export_raw_model(self, model: Any, fitted: FittedTransform, out_dir: Path) -> Path:
+        """Write the network with the fitted transform in front into ``out_dir``."""
+        raise NotImplementedError(f"{self.name} writes no raw-input model")
+
+    def raw_model(self, model_dir: Path) -> RawModel | None:
+        """Where the train step put the raw-input model in a model artifact (None: the
+        framework writes none)."""
+        if self.raw_format is None:
+            return None
+        return RawModel(model_dir / RAW_SUBDIR / self.raw_model_name, self.raw_format)
+
+    def context_from_env(self, checkpoint_dir: Path | None, resume: bool) -> TrainContext:
+        """Rank and world size as this framework's launcher set them (default: alone)."""
+        return TrainContext(checkpoint_dir=checkpoint_dir, resume=resume)
+
+    def local_launch(self, workers: int, worker_argv: list[str]) -> list[WorkerProcess]:
+        """The processes that run ``workers`` ranks of ``worker_argv`` on this machine."""
+        raise ConfigError(f"{self.name} cannot train on {workers} processes")
+
+    def cluster_launcher(self, kind: JobKind) -> list[str]:
+        """What a cluster job's pod runs ``-m components.train.worker`` with."""
+        del kind
+        return ["python"]
 
 
 class EpochProgress:
@@ -153,10 +240,3 @@ class EpochProgress:
                                   val_acc=f"{metrics.val_accuracy:.3f}")
             self._bar.close()
             self._bar = None
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float64 for stable probabilities."""
-    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)

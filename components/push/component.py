@@ -2,7 +2,7 @@
 
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
-from components.images import step_component
+from components.images import framework_components
 
 
 def push(parent_run_id: str, framework: str, model_name: str, namespace: str,
@@ -28,4 +28,4 @@ def push(parent_run_id: str, framework: str, model_name: str, namespace: str,
     raise AssertionError("unreachable")
 
 
-push_ops = {fw: step_component(push, fw) for fw in ("torch", "tensorflow")}
+push_ops = framework_components(push)

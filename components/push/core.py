@@ -76,9 +76,9 @@ def run_push(config: PushConfig, data_dir: Path, model_dir: Path, exports_dir: P
 def _check_exports(exports_dir: Path, config: PushConfig) -> ExportManifest:
     """The exports directory's manifest, checked before anything is registered."""
     manifest = ExportManifest.load(exports_dir)
-    if manifest.framework != config.framework.value:
+    if manifest.framework != config.framework:
         raise DataError(f"{exports_dir}: exports of framework '{manifest.framework}', "
-                        f"pushing '{config.framework.value}'")
+                        f"pushing '{config.framework}'")
     return manifest
 
 
@@ -103,7 +103,7 @@ def _register(config: PushConfig, name: str, meta: DatasetMetadata, data_dir: Pa
               model_dir: Path, exports_dir: Path, extra: dict[str, float | str],
               pipeline_run: str) -> str:
     """Log the model with its flavor and the exports; create a registry version."""
-    tags = {"framework": config.framework.value, "dataset": meta.name,
+    tags = {"framework": config.framework, "dataset": meta.name,
             "dataset_digest": meta.digest, PIPELINE_RUN_TAG: pipeline_run,
             **{k: f"{v:.6g}" for k, v in extra.items()
                if k.startswith("test_") and not isinstance(v, str)},

@@ -18,8 +18,7 @@ from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from components.errors import ConfigError
 from components.export.manifest import ExportEntry, ExportManifest
-from components.export.runtime import load_predictor
-from components.frameworks.base import softmax
+from components.export.runtime import load_predictor, softmax
 from components.serve import raw_protocol
 from components.serve.protocol import (
     CLASS,
@@ -79,9 +78,9 @@ class ExportsModel(kserve.Model):
         assert self.manifest is not None and self.entry is not None, "load() first"
         path = self.model_dir / self.entry.path
         if self.entry.input == "raw":  # the raw models answer probabilities
-            from components.export.raw import load_raw_arrays
+            from components.export.raw_runtime import load_raw_arrays
 
-            raw = load_raw_arrays(self.manifest.framework, self.entry.format, path)
+            raw = load_raw_arrays(self.entry.format, path)
             return lambda arrays: np.asarray(raw(*arrays), dtype=np.float32)
         scores = load_predictor(self.entry.format, path)
         if self.manifest.output == "logits":

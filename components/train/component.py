@@ -2,7 +2,7 @@
 
 from kfp.dsl import Dataset, Input, Model, Output
 
-from components.images import step_component
+from components.images import framework_components
 
 
 def train(parent_run_id: str, framework: str, epochs: int, batch_size: int,
@@ -33,4 +33,4 @@ def train(parent_run_id: str, framework: str, epochs: int, batch_size: int,
                                "val_accuracy": result.last_epoch.val_accuracy})
 
 
-train_ops = {fw: step_component(train, fw) for fw in ("torch", "tensorflow")}
+train_ops = framework_components(train)

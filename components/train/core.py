@@ -6,7 +6,6 @@ adapter, imported lazily so a torch run never imports TensorFlow.
 
 from __future__ import annotations
 
-import json
 import logging
 import resource
 import shutil
@@ -16,14 +15,14 @@ from pathlib import Path
 
 import mlflow
 
-from components.config import Framework, TrainConfig
+from components.config import TrainConfig
 from components.data.dataset import read_metadata
 from components.frameworks import get_adapter
 from components.frameworks.base import EpochMetrics, ModelSpec, TrainContext
 from components.settings import get_settings
 from components.train.cluster import train_on_cluster, wants_cluster
 from components.train.launch import TrainingError, launch_workers
-from components.train.worker import HISTORY_FILE, train_worker
+from components.train.worker import read_history, train_worker
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +62,7 @@ def run_train(config: TrainConfig, data_dir: Path, model_dir: Path,
         history = train_worker(config, data_dir, model_dir, ctx, run_id)
     else:
         launch_workers(config, data_dir, model_dir, ckpt, run_id)
-        history = [EpochMetrics(**m) for m in json.loads((model_dir / HISTORY_FILE).read_text())]
+        history = read_history(model_dir)
     seconds = time.perf_counter() - start
     if not history:
         raise TrainingError(f"nothing to train: the checkpoint in {ckpt} is already at "
@@ -75,18 +74,19 @@ def run_train(config: TrainConfig, data_dir: Path, model_dir: Path,
                         "train_samples_per_second": result.samples_per_second,
                         "peak_rss_mb": peak_rss_mb()})
     log.info("trained %s %s with %d worker(s) in %.1fs: val_accuracy %.4f",
-             config.framework.value, spec.kind, config.workers, seconds,
+             config.framework, spec.kind, config.workers, seconds,
              result.last_epoch.val_accuracy)
     return result
 
 
 def resolve_workers(config: TrainConfig) -> TrainConfig:
-    """``workers=0``: one process per visible GPU for PyTorch; one process (with
-    MirroredStrategy over its GPUs) for TensorFlow; one CPU process without GPUs."""
+    """``workers=0``: one process per visible GPU where the framework trains that way
+    (PyTorch DDP), else one process using every GPU (TensorFlow's MirroredStrategy);
+    one CPU process without GPUs."""
     if config.workers:
         return config
-    per_gpu = config.framework is Framework.TORCH
-    gpus = get_adapter(config.framework).device_count() if per_gpu else 0
+    adapter = get_adapter(config.framework)
+    gpus = adapter.device_count() if adapter.per_gpu_processes else 0
     return config.model_copy(update={"workers": max(1, gpus)})
 
 

@@ -1,8 +1,9 @@
 """One training process: the body of the train step, single or one of N workers.
 
 Run in-process for one worker, or as ``python -m components.train.worker`` by
-the local launcher (torch's elastic launcher for PyTorch, one process per
-TF_CONFIG task for TensorFlow) and by the cluster's training operator.
+the local launcher (whatever the framework adapter's ``local_launch`` starts:
+torch's elastic launcher, one process per TF_CONFIG task) and by the cluster's
+training operator.
 """
 
 from __future__ import annotations
@@ -12,18 +13,25 @@ import json
 import logging
 import os
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
-from components.config import Framework, TrainConfig
+from components.config import TrainConfig
 from components.data.dataset import Split, read_arrays, read_metadata
 from components.errors import configure_logging
 from components.frameworks import get_adapter
-from components.frameworks.base import EpochMetrics, ModelSpec, TrainContext
+from components.frameworks.base import EpochMetrics, FrameworkAdapter, ModelSpec, TrainContext
 from components.tracking import log_metrics_batch
-from components.transform.serving import export_raw_for_model_dir
+from components.transform.fitted import FITTED_FILE, FittedTransform
 
 log = logging.getLogger(__name__)
+WORKER_MODULE = "components.train.worker"
 HISTORY_FILE = "history.json"
+
+
+def read_history(model_dir: Path) -> list[EpochMetrics]:
+    """The per-epoch metrics the chief wrote beside the model."""
+    return [EpochMetrics(**m) for m in json.loads((model_dir / HISTORY_FILE).read_text())]
 
 
 def train_worker(config: TrainConfig, data_dir: Path, model_dir: Path, ctx: TrainContext,
@@ -42,29 +50,24 @@ def train_worker(config: TrainConfig, data_dir: Path, model_dir: Path, ctx: Trai
 
     model = adapter.train(spec, train, val, config, ctx, on_epoch)
     if ctx.is_chief:
-        adapter.save_model(model, spec, model_dir)
-        export_raw_for_model_dir(config.framework, model, data_dir, model_dir)
-        (model_dir / HISTORY_FILE).write_text(json.dumps([m.__dict__ for m in history]))
-    elif config.framework is Framework.TENSORFLOW:
-        # Under MultiWorkerMirroredStrategy every worker must take part in saving.
+        save(adapter, model, spec, data_dir, model_dir)
+        (model_dir / HISTORY_FILE).write_text(json.dumps([asdict(m) for m in history]))
+    elif adapter.every_rank_saves:
         with tempfile.TemporaryDirectory() as tmp:
-            adapter.save_model(model, spec, Path(tmp))
-            export_raw_for_model_dir(config.framework, model, data_dir, Path(tmp))
+            save(adapter, model, spec, data_dir, Path(tmp))
     return history
 
 
-def context_from_env(framework: Framework, checkpoint_dir: Path | None,
-                     resume: bool) -> TrainContext:
-    """Rank and world size as the launcher set them (torchrun env or TF_CONFIG)."""
-    if framework is Framework.TORCH:
-        rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-        local = int(os.environ.get("LOCAL_RANK", str(rank)))
-    else:
-        tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
-        world = len(tf_config.get("cluster", {}).get("worker", [])) or 1
-        rank = int(tf_config.get("task", {}).get("index", 0))
-        local = rank
-    return TrainContext(rank, world, local, checkpoint_dir, resume)
+def save(adapter: FrameworkAdapter, model: object, spec: ModelSpec, data_dir: Path,
+         model_dir: Path) -> None:
+    """The model, and the raw-input model (transform + network) in ``model_dir/raw`` when
+    ``data_dir`` holds a fitted transform and the framework writes one."""
+    adapter.save_model(model, spec, model_dir)
+    fitted = data_dir / FITTED_FILE
+    raw = adapter.raw_model(model_dir)
+    if raw is not None and fitted.is_file():
+        path = adapter.export_raw_model(model, FittedTransform.load(fitted), raw.path.parent)
+        log.info("raw-input model (transform + network) written to %s", path)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -80,17 +83,17 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     configure_logging()
     config = TrainConfig.model_validate_json(args.config)
-    ctx = context_from_env(config.framework, args.checkpoint_dir, config.resume)
+    ctx = get_adapter(config.framework).context_from_env(args.checkpoint_dir, config.resume)
     args.model.mkdir(parents=True, exist_ok=True)
     (args.model / f"worker-{ctx.rank}.pid").write_text(str(os.getpid()))
     data = args.data
     if args.via_mlflow:
-        from components.train.cluster import download_input
+        from components.train.exchange import download_input
 
         data = download_input(args.run_id, args.data)
     train_worker(config, data, args.model, ctx, args.run_id)
     if args.via_mlflow and ctx.is_chief:
-        from components.train.cluster import upload_output
+        from components.train.exchange import upload_output
 
         upload_output(args.run_id, args.model)
 

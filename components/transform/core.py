@@ -3,8 +3,8 @@
 Fitting on train alone keeps validation/test honest. The fitted transform is
 written as its own artifact (JSON, :class:`FittedTransform`) and also into the
 transformed data set, so the train step can put the very same transform in
-front of the network it exports (components.transform.torch_layer /
-tf_layer): a served model then takes raw rows.
+front of the network it exports (each framework package's ``raw_layer``): a
+served model then takes raw rows.
 """
 
 from __future__ import annotations

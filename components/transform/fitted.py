@@ -2,8 +2,8 @@
 
 The artifact is plain JSON (a pydantic model) so that three implementations
 can apply it identically: NumPy here (to write the transformed splits the
-networks train on), a TorchScript module (components.transform.torch_layer)
-and Keras preprocessing layers (components.transform.tf_layer) in front of
+networks train on), a TorchScript module (components.frameworks.torch.raw_layer)
+and Keras preprocessing layers (components.frameworks.tensorflow.raw_layer) in front of
 the exported models, which then take raw rows.
 
 Output column order is fixed and shared by all three: first the scaled

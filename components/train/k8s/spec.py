@@ -9,24 +9,15 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
-from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from components.config import Framework
+from components.config import FrameworkName
+from components.frameworks import get_adapter
+from components.train.k8s.kinds import JobKind
 
-
-class JobKind(StrEnum):
-    """The custom resource that runs the workers."""
-
-    TRAINJOB = "trainjob"  # Kubeflow Trainer v2, runtime torch-distributed (torchrun)
-    PYTORCHJOB = "pytorchjob"  # training-operator v1, for clusters not yet on Trainer v2
-    TFJOB = "tfjob"  # training-operator v1; Trainer v2 has no TensorFlow runtime
-
-
-ALLOWED_KINDS = {Framework.TORCH: (JobKind.TRAINJOB, JobKind.PYTORCHJOB),
-                 Framework.TENSORFLOW: (JobKind.TFJOB,)}
+__all__ = ["DistributedJobConfig", "JobKind", "parse_quantity"]
 
 # Set by the operators themselves (torchrun's PET_*, the v1 rendezvous variables,
 # TF_CONFIG); Trainer's webhook rejects the PET_ ones, v1 would silently clash.
@@ -66,8 +57,9 @@ class DistributedJobConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    framework: Framework
-    kind: JobKind | None = Field(default=None, description="None: TrainJob (torch) / TFJob.")
+    framework: FrameworkName
+    kind: JobKind | None = Field(default=None, description="None: the framework's first "
+                                                            "job kind (TrainJob / TFJob).")
     # RFC 1035 label (TrainJob's CEL rule); short because operators derive pod,
     # service and Job names from it (JobSet: <name>-node-0-<index>-<suffix>).
     name: str = Field(pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$", max_length=40)
@@ -113,11 +105,12 @@ class DistributedJobConfig(BaseModel):
     def _default_image(cls, data: Any) -> Any:
         """The framework's step image when none is given (the worker code is baked in)."""
         if isinstance(data, dict) and not data.get("image"):
-            framework = data.get("framework")
-            if framework in (Framework.TORCH, Framework.TENSORFLOW, "torch", "tensorflow"):
-                from components.images import image
+            from components.frameworks import framework_names
+            from components.images import image
 
-                return {**data, "image": image(Framework(framework).value)}
+            framework = data.get("framework")
+            if framework in framework_names():
+                return {**data, "image": image(get_adapter(framework).image)}
         return data
 
     @field_validator("cpu", "memory", "cpu_limit", "memory_limit")
@@ -155,11 +148,11 @@ class DistributedJobConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> DistributedJobConfig:
-        if self.framework is Framework.BOTH:
-            raise ValueError("framework: a job trains one framework, not 'both'")
-        allowed = ALLOWED_KINDS[self.framework]
+        allowed = get_adapter(self.framework).job_kinds
+        if not allowed:
+            raise ValueError(f"framework: {self.framework} has no cluster training job")
         if self.kind is not None and self.kind not in allowed:
-            raise ValueError(f"kind: '{self.kind.value}' cannot run {self.framework.value}; "
+            raise ValueError(f"kind: '{self.kind.value}' cannot run {self.framework}; "
                              f"use one of: {', '.join(sorted(k.value for k in allowed))}")
         if self.job_kind is JobKind.TFJOB and self.procs_per_worker not in (None, 1):
             raise ValueError("procs_per_worker: a TFJob runs one process per pod")
@@ -177,8 +170,9 @@ class DistributedJobConfig(BaseModel):
 
     @property
     def job_kind(self) -> JobKind:
-        """The kind to create (defaults: TrainJob for PyTorch, TFJob for TensorFlow)."""
-        return self.kind if self.kind is not None else ALLOWED_KINDS[self.framework][0]
+        """The kind to create (default: the adapter's first, TrainJob for PyTorch, TFJob
+        for TensorFlow)."""
+        return self.kind if self.kind is not None else get_adapter(self.framework).job_kinds[0]
 
     @property
     def procs(self) -> int:

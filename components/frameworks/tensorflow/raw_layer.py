@@ -8,29 +8,24 @@ The raw-input model takes two inputs, as the torch one does: ``numeric``
 by min and range), bucketising ``Discretization`` and vocabularies
 ``StringLookup`` with one out-of-vocabulary index, all with the fitted
 values, so nothing is re-adapted. Exported as a SavedModel whose
-``serving_default`` signature takes raw rows. Same function names as
-components.transform.torch_layer.
+``serving_default`` signature takes raw rows. Same function names as the
+PyTorch package's raw_layer.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-import numpy as np
-import pandas as pd
 import tensorflow as tf
 import tf_keras as keras
 
-from components.frameworks.base import softmax
-from components.transform.fitted import FittedTransform
+from components.transform.fitted import FITTED_FILE, FittedTransform
 
-RAW_SUBDIR = "raw"
 RAW_MODEL_DIR = "saved_model_raw"
 
 
@@ -96,11 +91,6 @@ def preprocessing(fitted: FittedTransform) -> tuple[list[Any], Any]:
     return [numeric, categorical], merged
 
 
-def raw_model_path(model_dir: Path) -> Path:
-    """Where the train step puts the raw-input model inside a model artifact."""
-    return model_dir / RAW_SUBDIR / RAW_MODEL_DIR
-
-
 def build_raw_model(model: keras.Model, fitted: FittedTransform) -> keras.Model:
     """The network with the preprocessing layers in front (outputs logits)."""
     inputs, features = preprocessing(fitted)
@@ -113,27 +103,5 @@ def export_raw_model(model: keras.Model, fitted: FittedTransform, out_dir: Path)
     path = out_dir / RAW_MODEL_DIR
     raw = build_raw_model(model, fitted)
     raw.save(str(path), save_format="tf", include_optimizer=False)
-    fitted.save(out_dir / "transform.json")
+    fitted.save(out_dir / FITTED_FILE)
     return path
-
-
-def load_raw_arrays(path: Path) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """A predict-probabilities function over raw arrays (float64 numeric with NaN, object
-    strings with ''), through the serving signature."""
-    loaded = tf.saved_model.load(str(path))
-    serve = loaded.signatures["serving_default"]
-
-    def predict(num: np.ndarray, cat: np.ndarray) -> np.ndarray:
-        out = serve(numeric=tf.constant(num, tf.float64),
-                    categorical=tf.constant(cat.astype(str).reshape(len(num), -1)))
-        return softmax(np.asarray(next(iter(out.values()))))
-
-    predict.keepalive = loaded  # type: ignore[attr-defined]  # the signature needs its object
-    return predict
-
-
-def load_raw_model(path: Path) -> Callable[[pd.DataFrame], np.ndarray]:
-    """A predict-probabilities function over raw rows, through the serving signature."""
-    predict = load_raw_arrays(path)
-    fitted = FittedTransform.load(path.parent / "transform.json")
-    return lambda frame: predict(*fitted.raw_arrays(frame))

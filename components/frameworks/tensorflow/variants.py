@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 
 from components.compress.onnx_variants import onnx_candidates
-from components.compress.variants import Built, Candidate
 from components.config import CompressConfig
 from components.data.dataset import ArraySplit
+from components.export.candidates import Built, Candidate
 from components.export.manifest import ExportFormat
-from components.export.tf_export import export_onnx, export_savedmodel, export_tflite
-from components.export.tflite_raw import Configure, export_raw_tflite
 from components.frameworks.base import ModelSpec
+from components.frameworks.tensorflow.export import export_onnx, export_savedmodel, export_tflite
+from components.frameworks.tensorflow.tflite_raw import Configure, export_raw_tflite
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
@@ -26,8 +26,6 @@ import tensorflow as tf
 import tf_keras as keras
 
 log = logging.getLogger(__name__)
-_FINETUNE_LR = 1e-3
-_FINETUNE_BATCH = 32
 
 
 def build_variants(model: keras.Model, spec: ModelSpec, train: ArraySplit,
@@ -38,7 +36,7 @@ def build_variants(model: keras.Model, spec: ModelSpec, train: ArraySplit,
                       export_savedmodel(model, n, out_dir / "savedmodel"))
     # Each TFLite file but full int8 comes with the writer of its raw-input twin: the
     # transform converted with the same network and options (full int8 would calibrate
-    # again; see components.export.tflite_raw).
+    # again; see .tflite_raw).
     lite = Candidate("tflite", ExportFormat.TFLITE,
                      export_tflite(model, n, out_dir / "model.tflite"),
                      raw_exporter=partial(export_raw_tflite, model))
@@ -100,13 +98,14 @@ def pruned_copy(model: keras.Model, train: ArraySplit,
     schedule = tfmot.sparsity.keras.ConstantSparsity(config.pruning_sparsity, begin_step=0,
                                                      frequency=1)
     pruned = tfmot.sparsity.keras.prune_low_magnitude(clone, pruning_schedule=schedule)
-    pruned.compile(optimizer=keras.optimizers.Adam(_FINETUNE_LR),
+    pruned.compile(optimizer=keras.optimizers.Adam(config.finetune_learning_rate),
                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     # One step applies the masks even with no fine-tune epochs.
     epochs = max(config.finetune_epochs, 1)
     steps = None if config.finetune_epochs else 1
-    pruned.fit(train.x, train.y, batch_size=_FINETUNE_BATCH, epochs=epochs, steps_per_epoch=steps,
-               verbose=0, shuffle=True, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+    pruned.fit(train.x, train.y, batch_size=config.finetune_batch_size, epochs=epochs,
+               steps_per_epoch=steps, verbose=0, shuffle=True,
+               callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
     stripped = tfmot.sparsity.keras.strip_pruning(pruned)
     kernels = [w for layer in stripped.layers for w in layer.get_weights()[:1] if w.ndim > 1]
     zeros = sum(int((k == 0).sum()) for k in kernels) / max(sum(k.size for k in kernels), 1)

@@ -1,7 +1,7 @@
 """The fitted transform inside a TFLite model: raw rows in, for TensorFlow's TFLite exports.
 
 The Keras preprocessing layers of the ``raw`` SavedModel
-(components.transform.tf_layer) do not convert to TFLite builtins: their
+(components.frameworks.tensorflow.raw_layer) do not convert to TFLite builtins: their
 string gathers and selects, broadcasts and bincounts need the Flex delegate,
 which the stock ``tf.lite`` interpreter lacks. Here the transform is written
 with ops the builtin runtime has: ``NOT_EQUAL(x, x)`` + ``SELECT_V2``
@@ -28,9 +28,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from components.frameworks.base import softmax
 from components.transform.fitted import FittedTransform
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -96,26 +93,3 @@ def _transform(fitted: FittedTransform, *inputs: Any) -> Any:
             codes = tf.constant([[float(i + 1) for i in range(len(c.vocabulary))]])
             blocks.append(tf.reduce_sum(hits * codes, axis=1, keepdims=True))
     return blocks[0] if len(blocks) == 1 else tf.concat(blocks, axis=1)
-
-
-def load_tflite_raw_arrays(path: Path,
-                           threads: int | None = None) -> Callable[[np.ndarray, np.ndarray],
-                                                                   np.ndarray]:
-    """Class probabilities of raw arrays (float64 numeric with NaN, object strings with '')
-    through the TFLite interpreter's signature."""
-    from components.export.runtime import tflite_interpreter
-
-    interpreter = tflite_interpreter(path, threads)
-    runner = interpreter.get_signature_runner()
-    names = set(runner.get_input_details())
-
-    def predict(num: np.ndarray, cat: np.ndarray) -> np.ndarray:
-        inputs: dict[str, np.ndarray] = {}
-        if "numeric" in names:
-            inputs["numeric"] = np.ascontiguousarray(num, np.float32)
-        if "categorical" in names:
-            inputs["categorical"] = np.char.encode(cat.astype(str), "utf-8")
-        return softmax(np.asarray(runner(**inputs)["output"]))
-
-    predict.keepalive = interpreter  # type: ignore[attr-defined]
-    return predict

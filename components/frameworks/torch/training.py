@@ -1,12 +1,10 @@
-"""PyTorch adapter: the shared model spec as torch modules, trained with a plain loop."""
+"""PyTorch training: the shared model spec as torch modules, trained with a plain loop."""
 
 from __future__ import annotations
 
 import logging
 import os
 import time
-import warnings
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,21 +17,20 @@ from torch.nn.parallel import DistributedDataParallel
 
 from components.config import Precision, TrainConfig
 from components.data.dataset import ArraySplit
+from components.export.runtime import softmax
 from components.frameworks.base import (
     EpochCallback,
     EpochMetrics,
     EpochProgress,
     ModelSpec,
     TrainContext,
-    softmax,
 )
 
 log = logging.getLogger(__name__)
-NAME = "torch"
 MODEL_FILE = "model.pt"
 CHECKPOINT_FILE = "last.pt"
 _COLLECTIVE_TIMEOUT_S = 60  # a dead peer fails the run in a minute, not the default 30
-_PACKAGE_DIR = Path(__file__).resolve().parents[1]
+_PACKAGE_DIR = Path(__file__).resolve().parents[2]  # components/
 
 
 class ChannelsFirst(nn.Module):
@@ -220,32 +217,6 @@ def load_model(model_dir: Path) -> nn.Module:
     model = build_model(spec, seed=0)
     model.load_state_dict(torch.load(model_dir / MODEL_FILE, weights_only=True))
     return model.eval()
-
-
-def quantize(model: nn.Module, spec: ModelSpec, sample: np.ndarray,
-             out_dir: Path) -> tuple[Path, Path]:
-    """Dynamic int8 quantisation of the dense layers; TorchScript fp32 and int8 files."""
-    del spec, sample  # dynamic quantisation needs no calibration data
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao.quantization deprecation notice
-        qmodel = torch.ao.quantization.quantize_dynamic(model.eval(), {nn.Linear},
-                                                        dtype=torch.qint8)
-        fp32_path, int8_path = out_dir / "model_fp32.ts", out_dir / "model_int8.ts"
-        torch.jit.script(model).save(str(fp32_path))
-        torch.jit.script(qmodel).save(str(int8_path))
-    return fp32_path, int8_path
-
-
-def load_quantized(path: Path) -> Callable[[np.ndarray], np.ndarray]:
-    """A predict-probabilities function over a saved TorchScript model."""
-    module = torch.jit.load(str(path)).eval()
-
-    @torch.no_grad()
-    def predict(x: np.ndarray) -> np.ndarray:
-        return softmax(module(torch.from_numpy(np.ascontiguousarray(x, np.float32))).numpy())
-
-    return predict
 
 
 def log_model(model: nn.Module, name: str, sample: np.ndarray) -> str:

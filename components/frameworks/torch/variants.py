@@ -14,16 +14,14 @@ from torch import nn
 from torch.nn.utils import prune
 
 from components.compress.onnx_variants import onnx_candidates
-from components.compress.variants import Built, Candidate
 from components.config import CompressConfig
 from components.data.dataset import ArraySplit
+from components.export.candidates import Built, Candidate
 from components.export.manifest import ExportFormat
-from components.export.torch_export import export_onnx, export_torchscript
 from components.frameworks.base import ModelSpec
+from components.frameworks.torch.export import export_onnx, export_torchscript
 
 log = logging.getLogger(__name__)
-_FINETUNE_LR = 1e-3
-_FINETUNE_BATCH = 32
 
 
 def build_variants(model: nn.Module, spec: ModelSpec, train: ArraySplit, config: CompressConfig,
@@ -91,20 +89,20 @@ def pruned_copy(model: nn.Module, train: ArraySplit, config: CompressConfig) -> 
     prune.global_unstructured(params, pruning_method=prune.L1Unstructured,
                               amount=config.pruning_sparsity)
     if config.finetune_epochs:
-        _finetune(pruned, train, config.finetune_epochs)
+        _finetune(pruned, train, config)
     for module, name in params:
         prune.remove(module, name)
     return pruned.eval()
 
 
-def _finetune(model: nn.Module, train: ArraySplit, epochs: int) -> None:
+def _finetune(model: nn.Module, train: ArraySplit, config: CompressConfig) -> None:
     """A short Adam fine-tune; the pruning masks keep pruned weights at zero."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=_FINETUNE_LR)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.finetune_learning_rate)
     x, y = torch.from_numpy(train.x), torch.from_numpy(train.y)
     generator = torch.Generator().manual_seed(0)
     model.train()
-    for _ in range(epochs):
-        for batch in torch.randperm(len(x), generator=generator).split(_FINETUNE_BATCH):
+    for _ in range(config.finetune_epochs):
+        for batch in torch.randperm(len(x), generator=generator).split(config.finetune_batch_size):
             optimizer.zero_grad()
             nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
             optimizer.step()

@@ -1,4 +1,4 @@
-"""TensorFlow adapter: the shared model spec as a Keras model, trained with ``fit``.
+"""TensorFlow training: the shared model spec as a Keras model, trained with ``fit``.
 
 It uses tf-keras (Keras 2, the `tf.keras` of TF_USE_LEGACY_KERAS=1): Keras 3's
 ``fit`` fails under MultiWorkerMirroredStrategy in TF 2.21 ("PerReplica ...
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +23,17 @@ import tf_keras as keras
 
 from components.config import Precision, TrainConfig
 from components.data.dataset import ArraySplit
+from components.export.runtime import softmax
 from components.frameworks.base import (
     EpochCallback,
     EpochMetrics,
     EpochProgress,
     ModelSpec,
     TrainContext,
-    softmax,
 )
 
 _POLICIES = {Precision.FP32: "float32", Precision.BF16: "mixed_bfloat16",
              Precision.FP16: "mixed_float16"}
-NAME = "tensorflow"
 MODEL_FILE = "model.keras"
 
 
@@ -152,28 +150,6 @@ def save_model(model: keras.Model, spec: ModelSpec, model_dir: Path) -> None:
 def load_model(model_dir: Path) -> keras.Model:
     """Load the ``.keras`` file written by :func:`save_model`."""
     return keras.models.load_model(model_dir / MODEL_FILE)
-
-
-def quantize(model: keras.Model, spec: ModelSpec, sample: np.ndarray,
-             out_dir: Path) -> tuple[Path, Path]:
-    """TFLite with default optimisation (dynamic-range int8); fp32 TFLite for comparison."""
-    del spec, sample  # dynamic-range quantisation needs no representative data
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = out_dir / "model_fp32.tflite", out_dir / "model_int8.tflite"
-    for path, optimise in zip(paths, (False, True), strict=True):
-        converter = tf.lite.TFLiteConverter.from_keras_model(model)
-        if optimise:
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        path.write_bytes(converter.convert())
-    return paths
-
-
-def load_quantized(path: Path) -> Callable[[np.ndarray], np.ndarray]:
-    """A predict-probabilities function over a TFLite file (the export runtime's loader)."""
-    from components.export.runtime import load_predictor
-
-    predict = load_predictor("tflite", path)
-    return lambda x: softmax(predict(x))
 
 
 def log_model(model: keras.Model, name: str, sample: np.ndarray) -> str:

@@ -1,7 +1,7 @@
 """TensorFlow exports: SavedModel, TFLite and ONNX (tf2onnx) of an in-memory tf_keras model.
 
 The TFLite converter also produces the compressed TFLite variants; its options
-are passed in by the compress step (see ``components.compress.tf_variants``).
+are passed in by the compress step (see ``.variants``).
 """
 
 from __future__ import annotations

@@ -6,23 +6,18 @@ tensor (rows x numeric features, NaN = missing) and ``categorical`` a
 ``FittedTransform.numeric`` / ``.categorical``. It applies the fitted
 imputation, scaling, bucketising and vocabulary lookups exactly as
 ``FittedTransform.apply_arrays`` does (the shared output order), then the
-network. Same function names as components.transform.tf_layer.
+network. Same function names as the TensorFlow package's raw_layer.
 """
 
 # no `from __future__ import annotations`: TorchScript reads the class annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
-from components.frameworks.base import softmax
-from components.transform.fitted import FittedTransform
+from components.transform.fitted import FITTED_FILE, FittedTransform
 
-RAW_SUBDIR = "raw"
 RAW_MODEL_FILE = "model_raw.ts"
 
 
@@ -91,11 +86,6 @@ class RawInputModel(nn.Module):
         return self.network(self.transform(numeric, categorical))
 
 
-def raw_model_path(model_dir: Path) -> Path:
-    """Where the train step puts the raw-input model inside a model artifact."""
-    return model_dir / RAW_SUBDIR / RAW_MODEL_FILE
-
-
 def build_raw_model(model: nn.Module, fitted: FittedTransform) -> nn.Module:
     """The network with the transform in front, in eval mode."""
     return RawInputModel(TorchTransform(fitted), model.eval()).eval()
@@ -106,26 +96,5 @@ def export_raw_model(model: nn.Module, fitted: FittedTransform, out_dir: Path) -
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / RAW_MODEL_FILE
     torch.jit.script(build_raw_model(model, fitted)).save(str(path))
-    fitted.save(out_dir / "transform.json")
+    fitted.save(out_dir / FITTED_FILE)
     return path
-
-
-def load_raw_arrays(path: Path) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """A predict-probabilities function over raw arrays (float64 numeric with NaN, object
-    strings with ''), the form the model server parses requests into."""
-    module = torch.jit.load(str(path)).eval()
-
-    @torch.no_grad()
-    def predict(num: np.ndarray, cat: np.ndarray) -> np.ndarray:
-        rows: list[list[str]] = cat.tolist()
-        return softmax(module(torch.from_numpy(np.ascontiguousarray(num, np.float64)),
-                              rows).numpy())
-
-    return predict
-
-
-def load_raw_model(path: Path) -> Callable[[pd.DataFrame], np.ndarray]:
-    """A predict-probabilities function over raw rows for a saved raw-input model."""
-    predict = load_raw_arrays(path)
-    fitted = FittedTransform.load(path.parent / "transform.json")
-    return lambda frame: predict(*fitted.raw_arrays(frame))

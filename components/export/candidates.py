@@ -1,0 +1,60 @@
+"""What a framework's variant builder hands the compress step: written files, by format.
+
+A framework package writes its fp32 exports and compressed variants
+(``FrameworkAdapter.build_variants``) and describes each as a
+:class:`Candidate`; the compress step measures, gates and ships them knowing
+only their format. Nothing here imports a framework.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from components.export.manifest import ExportFormat
+from components.export.runtime import Predict
+from components.transform.fitted import FittedTransform
+
+FP32 = "fp32"
+RawExporter = Callable[[FittedTransform, Path], Path]  # writes a raw version of one entry
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A written variant, before measurement."""
+
+    name: str
+    format: ExportFormat
+    path: Path
+    variant: str = FP32
+    baseline: str = ""  # name of the fp32 candidate of the same format ("" for fp32 itself)
+    note: str = ""
+    # Writer of its raw-input twin, for a format whose file cannot be extended with the
+    # transform afterwards (TFLite; see components.export.raw.raw_exports).
+    raw_exporter: RawExporter | None = None
+
+
+@dataclass(frozen=True)
+class Built:
+    """What a framework's variant builder returns: the candidates (fp32 exports first)
+    and the in-memory fp32 model's predict function, the reference for reloads.
+    ``skipped`` names variants that do not apply to this model, with the reason."""
+
+    candidates: list[Candidate]
+    reference: Predict
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def raw_exporters(self) -> dict[str, RawExporter]:
+        """Candidate name -> writer of its raw-input twin (see Candidate.raw_exporter)."""
+        return {c.name: c.raw_exporter for c in self.candidates if c.raw_exporter}
+
+
+@dataclass(frozen=True)
+class RawModel:
+    """The raw-input model a train step wrote (transform + network), as a framework
+    adapter describes it: where it is and in which format."""
+
+    path: Path
+    format: ExportFormat
