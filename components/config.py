@@ -2,6 +2,12 @@
 
 Each KFP wrapper builds one of these from its primitive parameters, so bad
 values fail in one place with a message naming the field.
+
+A step's pipeline parameters (the ones a user sets per run) are a base class of
+its config, e.g. :class:`TrainParams` of :class:`TrainConfig`: the pipeline's
+``PipelineParams`` inherits them all, so a parameter's type, default, bounds and
+description are written here once and reach the pipeline signature and the CLI.
+Their descriptions are the CLI's help texts (hence the ``--data`` wording).
 """
 
 from __future__ import annotations
@@ -59,6 +65,19 @@ class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class SeedParams(_Config):
+    """The seed; one value for the split and for training, so that a run repeats."""
+
+    seed: int = 42
+
+
+class ModelNameParams(_Config):
+    """The registered model's name; evaluate reads its champion, push registers it."""
+
+    # Empty: one name per data set and framework (model_name_for).
+    model_name: str = Field(default="", description="Registered model name.")
+
+
 class CsvOptions(_Config):
     """How CSV files are parsed (pyarrow.csv options)."""
 
@@ -68,14 +87,20 @@ class CsvOptions(_Config):
     header: bool = Field(default=True, description="False: columns are named c0, c1, ...")
 
 
-class IngestConfig(_Config):
-    """Where the data comes from, how it is read, split, validated and run."""
+class IngestParams(SeedParams):
+    """The ingest step's pipeline parameters: the data and its split."""
 
-    source: str = Field(default="sklearn:digits", min_length=1)
-    label: str = Field(default="", description="Label column; empty = the source's own.")
+    source: str = Field(default="sklearn:digits", min_length=1,
+                        description="CSV/Parquet file or sklearn:NAME.")
+    # Empty: the source's own label (e.g. an sklearn data set's target).
+    label: str = Field(default="", description="Label column of --data.")
     val_fraction: float = Field(default=0.15, gt=0.0, lt=0.5)
     test_fraction: float = Field(default=0.15, gt=0.0, lt=0.5)
-    seed: int = 42
+
+
+class IngestConfig(IngestParams):
+    """Where the data comes from, how it is read, split, validated and run."""
+
     format: Literal["auto", "csv", "parquet", "jsonl", "tfrecord", "images", "idx"] = "auto"
     csv: CsvOptions = Field(default_factory=CsvOptions)
     split_method: Literal["random", "hash"] = Field(
@@ -112,65 +137,81 @@ class ClusterOptions(_Config):
     tolerations: list[dict[str, str | int]] = Field(default_factory=list)
 
 
-class TrainConfig(_Config):
-    """Hyper-parameters shared by both frameworks."""
+class TrainParams(SeedParams):
+    """The train step's pipeline parameters: hyper-parameters, processes, precision."""
 
-    framework: FrameworkName
     epochs: int = Field(default=10, ge=1, le=10_000)
     batch_size: int = Field(default=32, ge=1, le=65_536)
     learning_rate: float = Field(default=1e-3, gt=0.0, le=10.0)
-    seed: int = 42
-    show_progress: bool = True
+    # DDP / MWMS processes; with 0 TensorFlow runs all GPUs in one MirroredStrategy process.
     workers: int = Field(default=1, ge=0, le=64,
-                         description="Training processes on this machine (DDP / MWMS); "
-                                     "0 = one per visible GPU (PyTorch) or all GPUs in one "
-                                     "MirroredStrategy process (TensorFlow).")
-    precision: Precision = Precision.FP32
+                         description="Training processes on this machine; 0 = per visible GPU.")
+    precision: Precision = Field(default=Precision.FP32, description="fp32, or mixed bf16 / fp16.")
     gpus_per_worker: int = Field(default=0, ge=0, le=16,
                                  description="GPUs per worker of a cluster training job.")
-    cluster: ClusterOptions = Field(default_factory=ClusterOptions)
-    resume: bool = Field(default=False, description="Continue from the last checkpoint.")
+    resume: bool = Field(default=False, description="Continue training from the last checkpoint.")
 
 
-class EvaluateConfig(_Config):
-    """The blessing gate."""
+class TrainConfig(TrainParams):
+    """Hyper-parameters shared by both frameworks."""
 
     framework: FrameworkName
-    model_name: str = Field(default="", description="Registered model; empty = default name.")
+    show_progress: bool = True
+    cluster: ClusterOptions = Field(default_factory=ClusterOptions)
+
+
+class EvaluateParams(ModelNameParams):
+    """The evaluate step's pipeline parameters: the blessing gate's thresholds."""
+
     min_accuracy: float = Field(default=0.5, ge=0.0, le=1.0)
     tolerance: float = Field(
         default=0.0, ge=0.0, le=1.0,
-        description="Blessed if accuracy >= champion accuracy - tolerance.",
+        description="Blessed if accuracy >= champion's - tolerance.",
     )
-    min_f1_macro: float = Field(default=0.0, ge=0.0, le=1.0, description="0 = no F1 floor.")
+    min_f1_macro: float = Field(default=0.0, ge=0.0, le=1.0,
+                                description="Macro-F1 floor; 0 = none.")
+    # 0: beating the champion is not required; '' slice_feature: no slices.
     min_improvement: float = Field(
         default=0.0, ge=0.0, le=1.0,
-        description="Blessed only if accuracy >= champion accuracy + this; 0 = not required.",
+        description="Blessed only if accuracy >= champion's + this.",
     )
-    slice_feature: str = Field(default="", description="Column to slice metrics by; '' = none.")
-    slice_bins: int = Field(default=4, ge=2, le=20,
-                            description="Quantile bins for a numeric slice column.")
-    roc_class: str = Field(default="", description="Class of the one-vs-rest ROC curve of the "
-                                                   "KFP output; '' = the last (binary: positive).")
-    champion_alias: str = "champion"
+    slice_feature: str = Field(default="", description="Column of --data to slice test "
+                                                       "metrics by.")
+    # The one-vs-rest ROC curve of the KFP output; the last class is a binary's positive one.
+    roc_class: str = Field(default="", description="Class of the KFP ROC curve (default: the "
+                                                   "last).")
 
     @model_validator(mode="after")
-    def _one_relative_rule(self) -> EvaluateConfig:
+    def _one_relative_rule(self) -> EvaluateParams:
         if self.tolerance > 0 and self.min_improvement > 0:
-            raise ValueError("set either tolerance (may be worse than the champion) or "
-                             "min_improvement (must beat it), not both")
+            raise ValueError("set either tolerance or min_improvement, not both (tolerance: may "
+                             "be worse than the champion; min_improvement: must beat it)")
         return self
 
 
-class CompressConfig(_Config):
+class EvaluateConfig(EvaluateParams):
+    """The blessing gate."""
+
+    framework: FrameworkName
+    slice_bins: int = Field(default=4, ge=2, le=20,
+                            description="Quantile bins for a numeric slice column.")
+    champion_alias: str = "champion"
+
+
+class CompressParams(_Config):
+    """The compress step's pipeline parameters: the gate and the pruned variant."""
+
+    max_accuracy_drop: float = Field(default=0.005, ge=0.0, le=1.0,
+                                     description="Compression gate: largest accuracy drop a "
+                                                 "variant may have (0.005 = 0.5 points).")
+    pruning_sparsity: float = Field(default=0.5, ge=0.0, lt=1.0,
+                                    description="Sparsity of the pruned variant.")
+
+
+class CompressConfig(CompressParams):
     """Compression variants and the gate that picks one (see components/compress)."""
 
     framework: FrameworkName
-    max_accuracy_drop: float = Field(default=0.005, ge=0.0, le=1.0,
-                                     description="Gate: largest accepted test-accuracy drop "
-                                                 "(fraction; 0.005 = 0.5 points).")
-    pruning_sparsity: float = Field(default=0.5, ge=0.0, lt=1.0,
-                                    description="Fraction of weights pruned to zero.")
     finetune_epochs: int = Field(default=2, ge=0, le=100,
                                  description="Fine-tuning epochs while pruning.")
     finetune_learning_rate: float = Field(default=1e-3, gt=0.0, le=10.0,
@@ -188,19 +229,25 @@ class CompressConfig(_Config):
                                description="Largest |logit| difference of a reloaded export.")
 
 
-class PushConfig(_Config):
+class PushParams(ModelNameParams):
+    """The push step's pipeline parameters: where and how the model is served."""
+
+    namespace: str = Field(default="default", description="Namespace of the InferenceService.")
+    # builtin: KServe's runtime for the exported format.
+    predictor: Literal["custom", "builtin"] = Field(
+        default="custom", description="InferenceService predictor: custom (the serving image) "
+                                      "or builtin.")
+    canary_percent: int = Field(
+        default=100, ge=0, le=100,
+        description="Traffic share of the new revision; 100 = no canary.")
+
+
+class PushConfig(PushParams):
     """Registration and the serving manifest."""
 
     framework: FrameworkName
-    model_name: str = Field(default="", description="Registered model; empty = default name.")
-    namespace: str = "default"
     champion_alias: str = "champion"
     previous_alias: str = "previous-champion"
-    predictor: Literal["custom", "builtin"] = Field(
-        default="custom", description="Serving image (custom) or KServe's runtime for the format.")
-    canary_percent: int = Field(
-        default=100, ge=0, le=100,
-        description="Traffic share of the new revision; 100 = full rollout, no canary.")
 
 
 def model_name_for(given: str, dataset: str, framework: str) -> str:

@@ -7,16 +7,17 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from components.config import Framework, Precision, Priority
+from components.config import Priority
 from components.errors import TwinflowError, describe_validation_error
 from components.settings import get_settings
+from pipelines.options import all_but, with_params
 from pipelines.params import PipelineParams
 from pipelines.serve_cmd import serve as serve_cmd
 
@@ -27,7 +28,15 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
                   help="One ML pipeline for PyTorch and TensorFlow on KFP, tracked in MLflow.")
 err_console = Console(stderr=True, soft_wrap=True)
 
-FrameworkOpt = Annotated[Framework, typer.Option("--framework", "-f", help="Training framework.")]
+# Options of pipeline parameters come from PipelineParams (pipelines/options.py);
+# here only which fields each command exposes and the names that differ from them.
+FLAGS = {"framework": ("--framework", "-f"), "source": ("--data",)}
+RUN_FIELDS = all_but("checkpoint_root", "gpus_per_worker", "cluster_options", "namespace",
+                     "run_key")
+COMPILE_FIELDS = ("framework", "source", "label", "epochs", "workers", "gpus_per_worker",
+                  "cluster_options")
+SUBMIT_FIELDS = ("framework", "experiment", "source", "label", "epochs", "workers")
+
 TrackingOpt = Annotated[str, typer.Option(
     "--tracking-uri", envvar="MLFLOW_TRACKING_URI",
     help="MLflow tracking URI (default: SQLite store in .twinflow/).")]
@@ -46,79 +55,26 @@ def _params(**values: object) -> PipelineParams:
 
 
 @app.command()
+@with_params(RUN_FIELDS, FLAGS)
 def run(
-    framework: FrameworkOpt = Framework.TORCH,
-    data: Annotated[str, typer.Option(help="CSV/Parquet file or sklearn:NAME.")] = "sklearn:digits",
-    label: Annotated[str, typer.Option(help="Label column of --data.")] = "",
-    epochs: int = 10,
-    batch_size: int = 32,
-    learning_rate: float = 0.001,
-    seed: int = 42,
-    workers: Annotated[int, typer.Option(
-        help="Training processes on this machine; 0 = per visible GPU.")] = 1,
-    precision: Annotated[Precision, typer.Option(help="fp32, or mixed bf16 / fp16.")
-                         ] = Precision.FP32,
-    resume: Annotated[bool, typer.Option(help="Continue training from the last checkpoint.")
-                      ] = False,
-    val_fraction: float = 0.15,
-    test_fraction: float = 0.15,
-    ingest_options: Annotated[str, typer.Option(
-        help='Ingest settings as JSON, e.g. {"bad_rows": "skip", "split_method": "hash", '
-             '"key_column": "id", "csv": {"delimiter": ";"}, "runner": "FlinkRunner", '
-             '"pipeline_options": {"flink_master": "host:8081"}}')] = "{}",
-    transform_options: Annotated[str, typer.Option(
-        help='Transform settings as JSON, e.g. {"numeric": {"scale": "minmax"}, '
-             '"features": {"age": {"scale": "bucketize", "buckets": 5}, '
-             '"city": {"encoding": "index", "max_vocab": 100}}}')] = "{}",
-    model_name: Annotated[str, typer.Option(help="Registered model name.")] = "",
-    min_accuracy: float = 0.5,
-    tolerance: Annotated[float, typer.Option(
-        help="Blessed if accuracy >= champion's - tolerance.")] = 0.0,
-    min_f1_macro: Annotated[float, typer.Option(help="Macro-F1 floor; 0 = none.")] = 0.0,
-    min_improvement: Annotated[float, typer.Option(
-        help="Blessed only if accuracy >= champion's + this.")] = 0.0,
-    slice_feature: Annotated[str, typer.Option(
-        help="Column of --data to slice test metrics by.")] = "",
-    roc_class: Annotated[str, typer.Option(
-        help="Class of the KFP ROC curve (default: the last).")] = "",
-    max_accuracy_drop: Annotated[float, typer.Option(
-        help="Compression gate: largest accuracy drop a variant may have (0.005 = 0.5 points).")
-                                 ] = 0.005,
-    pruning_sparsity: Annotated[float, typer.Option(help="Sparsity of the pruned variant.")
-                                ] = 0.5,
-    predictor: Annotated[str, typer.Option(
-        help="InferenceService predictor: custom (the serving image) or builtin.")] = "custom",
-    canary_percent: Annotated[int, typer.Option(
-        help="Traffic share of the new revision; 100 = no canary.")] = 100,
-    prefer: Annotated[Priority, typer.Option(
-        help="With --framework both: what the recommendation optimises.")] = Priority.ACCURACY,
-    experiment: str = "twinflow",
     tracking_uri: TrackingOpt = "",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Step logs to a file.")] = False,
+    **values: Any,
 ) -> None:
     """Run the whole pipeline locally through KFP's local runner."""
     from pipelines.local import run_local
     from pipelines.summary import collect, render
 
-    params = _params(framework=framework, source=data, label=label, epochs=epochs,
-                     batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-                     workers=workers, precision=precision, resume=resume,
-                     checkpoint_root=str(_checkpoint_root(experiment, data)),
-                     val_fraction=val_fraction, test_fraction=test_fraction,
-                     ingest_options=ingest_options, transform_options=transform_options,
-                     model_name=model_name, min_accuracy=min_accuracy, tolerance=tolerance,
-                     min_f1_macro=min_f1_macro, min_improvement=min_improvement,
-                     slice_feature=slice_feature, roc_class=roc_class,
-                     max_accuracy_drop=max_accuracy_drop, pruning_sparsity=pruning_sparsity,
-                     predictor=predictor, canary_percent=canary_percent,
-                     prefer=prefer, experiment=experiment)
+    params = _params(**values)
+    root = _checkpoint_root(params.experiment, params.source)
+    params = params.model_copy(update={"checkpoint_root": str(root)})
     uri = tracking_uri or get_settings().resolved_tracking_uri()
     try:
         result = run_local(params, uri, quiet=quiet)
     except TwinflowError as err:
         raise _fail(str(err)) from None
     os.environ["MLFLOW_TRACKING_URI"] = uri
-    summary = collect(result.run_key, experiment)
+    summary = collect(result.run_key, params.experiment)
     if summary is not None:
         render(summary, result.seconds, _ui_command(tracking_uri))
     if result.log_file:
@@ -155,66 +111,52 @@ def _ui_command(tracking_uri: str) -> str:
 
 
 @app.command("compile")
+@with_params(COMPILE_FIELDS, FLAGS)
 def compile_cmd(
-    framework: FrameworkOpt = Framework.TORCH,
     output: Annotated[Path, typer.Option("--output", "-o", help="IR YAML path.")] = Path(
         "pipeline.yaml"),
-    data: str = "sklearn:digits",
-    label: str = "",
-    epochs: int = 10,
-    workers: int = 1,
-    gpus_per_worker: int = 0,
-    cluster_options: Annotated[str, typer.Option(
-        help='Training job placement as JSON, e.g. {"cpu": "4", "memory": "8Gi", '
-             '"node_selector": {"pool": "gpu"}, "job_kind": "pytorchjob"}')] = "{}",
+    **values: Any,
 ) -> None:
     """Compile the pipeline to KFP IR YAML (parameters become its defaults)."""
     from components.config import ClusterOptions
     from pipelines.compile import compile_pipeline
 
+    params = _params(**values)
     try:
-        ClusterOptions.model_validate_json(cluster_options)
+        ClusterOptions.model_validate_json(params.cluster_options)
     except ValidationError as err:
         raise _fail(describe_validation_error(err, "--cluster-options")) from None
-    params = _params(framework=framework, source=data, label=label, epochs=epochs,
-                     workers=workers, gpus_per_worker=gpus_per_worker,
-                     cluster_options=cluster_options)
     path = compile_pipeline(output, params)
     Console().print(f"wrote {path}")
 
 
 @app.command()
+@with_params(SUBMIT_FIELDS, FLAGS)
 def submit(
-    framework: FrameworkOpt = Framework.TORCH,
     host: Annotated[str, typer.Option(envvar="KF_PIPELINES_ENDPOINT",
                                       help="KFP endpoint (default: $KF_PIPELINES_ENDPOINT).")
                     ] = "",
-    experiment: str = "twinflow",
     token: Annotated[str, typer.Option(envvar="KF_PIPELINES_TOKEN",
                                        help="Bearer token (default: $KF_PIPELINES_TOKEN).")
                      ] = "",
     tracking_uri: Annotated[str, typer.Option(
         "--tracking-uri", help="MLflow URI as the cluster's steps reach it.")
     ] = "http://mlflow.twinflow.svc.cluster.local:5000",
-    data: str = "sklearn:digits",
-    label: str = "",
-    epochs: int = 10,
-    workers: int = 1,
     wait: Annotated[bool, typer.Option(help="Follow the run to its end.")] = False,
     timeout: float = 3600,
     namespace: Annotated[str, typer.Option(help="Namespace of training jobs.")] = "twinflow",
     credentials_secret: Annotated[str, typer.Option(
         help="Secret with MLFLOW_TRACKING_USERNAME/PASSWORD for the steps ('' for none).")
     ] = "mlflow-client-credentials",
+    **values: Any,
 ) -> None:
     """Compile and submit the pipeline to a Kubeflow Pipelines endpoint."""
     from pipelines.submit import submit as submit_run
 
-    params = _params(framework=framework, source=data, label=label, epochs=epochs,
-                     workers=workers, experiment=experiment)
+    params = _params(**values)
     try:
-        result = submit_run(params, tracking_uri, host or None, experiment, token or None,
-                            wait=wait, timeout=timeout, namespace=namespace,
+        result = submit_run(params, tracking_uri, host or None, params.experiment,
+                            token or None, wait=wait, timeout=timeout, namespace=namespace,
                             credentials_secret=credentials_secret)
     except TwinflowError as err:
         raise _fail(str(err)) from None

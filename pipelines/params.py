@@ -1,58 +1,95 @@
-"""The pipeline's parameters as one typed object, shared by run, compile and submit."""
+"""The pipeline's parameters as one typed object, shared by run, compile and submit.
+
+:class:`PipelineParams` is the one definition of a pipeline parameter: the steps'
+parameters are inherited from their configs (``components.config``), the
+pipeline's own are declared here. The KFP signature of the pipeline
+(:func:`pipeline_signature`) and the CLI options (``pipelines.options``) are
+generated from its fields, so a new parameter is added in one place.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import inspect
+from enum import Enum
+from typing import Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from components.config import Framework, Precision, Priority
+from components.config import (
+    CompressParams,
+    EvaluateParams,
+    Framework,
+    IngestParams,
+    Priority,
+    PushParams,
+    TrainParams,
+)
 
 
-class PipelineParams(BaseModel):
-    """Every parameter of :func:`pipelines.pipeline.twinflow_pipeline`, validated."""
+class _FrameworkParams(BaseModel):
+    """The framework choice, a base of its own so that it is the first field."""
+
+    framework: Framework = Field(default=Framework.TORCH, description="Training framework.")
+
+
+class PipelineParams(PushParams, CompressParams, EvaluateParams, TrainParams, IngestParams,
+                     _FrameworkParams):
+    """Every parameter of :func:`pipelines.pipeline.twinflow_pipeline`, validated.
+
+    The bases are listed last step first: pydantic orders the fields from the
+    most basic class on, so they read framework, ingest, train, evaluate,
+    compress, push, then the pipeline's own below. The steps' validators (e.g.
+    tolerance vs min_improvement) come along with their fields.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    framework: Framework = Framework.TORCH
-    source: str = "sklearn:digits"
-    label: str = ""
-    epochs: int = Field(default=10, ge=1)
-    batch_size: int = Field(default=32, ge=1)
-    learning_rate: float = Field(default=0.001, gt=0)
-    seed: int = 42
-    workers: int = Field(default=1, ge=0, le=64)
-    precision: Precision = Precision.FP32
-    resume: bool = False
-    checkpoint_root: str = ""
-    gpus_per_worker: int = Field(default=0, ge=0, le=16)
-    cluster_options: str = Field(default="{}", description="ClusterOptions as JSON")
-    ingest_options: str = Field(default="{}", description="IngestConfig fields as JSON")
-    transform_options: str = Field(default="{}", description="TransformConfig as JSON")
-    val_fraction: float = Field(default=0.15, gt=0, lt=0.5)
-    test_fraction: float = Field(default=0.15, gt=0, lt=0.5)
-    model_name: str = ""
-    min_accuracy: float = Field(default=0.5, ge=0, le=1)
-    tolerance: float = Field(default=0.0, ge=0, le=1)
-    min_f1_macro: float = Field(default=0.0, ge=0, le=1)
-    min_improvement: float = Field(default=0.0, ge=0, le=1)
-    slice_feature: str = Field(default="", description="Raw column to slice test metrics by")
-    roc_class: str = Field(default="", description="Class of the KFP ROC curve; '' = last")
-    max_accuracy_drop: float = Field(default=0.005, ge=0, le=1)
-    pruning_sparsity: float = Field(default=0.5, ge=0, lt=1)
-    predictor: Literal["custom", "builtin"] = "custom"
-    canary_percent: int = Field(default=100, ge=0, le=100)
+    checkpoint_root: str = Field(default="", description="Checkpoints that outlive the run, "
+                                                         "for resume; '' = inside the model.")
+    cluster_options: str = Field(
+        default="{}", description='Training job placement as JSON, e.g. {"cpu": "4", '
+                                  '"memory": "8Gi", "node_selector": {"pool": "gpu"}, '
+                                  '"job_kind": "pytorchjob"}')
+    ingest_options: str = Field(
+        default="{}", description='Ingest settings as JSON, e.g. {"bad_rows": "skip", '
+                                  '"split_method": "hash", "key_column": "id", "csv": '
+                                  '{"delimiter": ";"}, "runner": "FlinkRunner", '
+                                  '"pipeline_options": {"flink_master": "host:8081"}}')
+    transform_options: str = Field(
+        default="{}", description='Transform settings as JSON, e.g. {"numeric": {"scale": '
+                                  '"minmax"}, "features": {"age": {"scale": "bucketize", '
+                                  '"buckets": 5}, "city": {"encoding": "index", '
+                                  '"max_vocab": 100}}}')
     experiment: str = "twinflow"
-    namespace: str = "default"
-    prefer: Priority = Priority.ACCURACY
-    run_key: str = ""
-
-    @model_validator(mode="after")
-    def _one_relative_rule(self) -> PipelineParams:
-        if self.tolerance > 0 and self.min_improvement > 0:
-            raise ValueError("set either tolerance or min_improvement, not both")
-        return self
+    prefer: Priority = Field(default=Priority.ACCURACY,
+                             description="With --framework both: what the recommendation "
+                                         "optimises.")
+    run_key: str = Field(default="", description="The caller's name of the run, to find its "
+                                                 "MLflow run; '' = the KFP job id.")
 
     def as_arguments(self) -> dict[str, Any]:
         """Keyword arguments for the pipeline function (plain JSON values)."""
         return self.model_dump(mode="json")
+
+
+def pipeline_signature(model: type[BaseModel] = PipelineParams) -> inspect.Signature:
+    """The pipeline function's signature: one parameter per field of ``model``.
+
+    KFP reads a pipeline's inputs, their types and defaults from
+    ``inspect.signature``; it knows only plain types, so enums and literals
+    become the type of their values and defaults are JSON values.
+    """
+    defaults = model().model_dump(mode="json")
+    return inspect.Signature([
+        inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=defaults[name],
+                          annotation=plain_type(field.annotation))
+        for name, field in model.model_fields.items()])
+
+
+def plain_type(annotation: Any) -> Any:
+    """``str`` for a string enum or literal, else ``annotation`` itself."""
+    if get_origin(annotation) is Literal:
+        return type(get_args(annotation)[0])
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        return type(next(iter(annotation)).value)
+    return annotation
