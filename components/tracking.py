@@ -2,8 +2,8 @@
 nested run per step, so the MLflow UI shows the pipeline as a tree.
 
 The parent run is created by the pipeline's first task and looked up by the
-pipeline job id (``twinflow.run_key`` tag) by the exit task, which KFP does not
-let depend on other tasks.
+pipeline job id (tag ``RUN_KEY_TAG``, see components.tags) by the exit task,
+which KFP does not let depend on other tasks.
 """
 
 from __future__ import annotations
@@ -17,16 +17,21 @@ from urllib.parse import urlparse
 
 import mlflow
 import requests
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
 from components.errors import TrackingError
 from components.settings import get_settings
+from components.tags import (
+    ERROR_TAG,
+    FRAMEWORK_TAG,
+    KIND_TAG,
+    PIPELINE_KIND,
+    RUN_KEY_TAG,
+    STEP_TAG,
+)
 
 log = logging.getLogger(__name__)
-RUN_KEY_TAG = "twinflow.run_key"
-STEP_TAG = "twinflow.step"
-FRAMEWORK_TAG = "twinflow.framework"
 
 
 def configure() -> str:
@@ -92,7 +97,7 @@ def latest_pipeline_run(experiment: str, framework: str = "") -> str | None:
     exp = MlflowClient().get_experiment_by_name(experiment)
     if exp is None:
         return None
-    query = "tags.`twinflow.kind` = 'pipeline'"
+    query = f"tags.`{KIND_TAG}` = '{PIPELINE_KIND}'"
     if framework:
         query += f" and params.framework = '{framework}'"
     runs = MlflowClient().search_runs([exp.experiment_id], filter_string=query, max_results=1,
@@ -108,7 +113,7 @@ def start_pipeline_run(run_key: str, experiment: str, run_name: str,
         return existing
     client = MlflowClient()
     run = client.create_run(experiment_id(experiment), run_name=run_name,
-                            tags={RUN_KEY_TAG: run_key, "twinflow.kind": "pipeline"})
+                            tags={RUN_KEY_TAG: run_key, KIND_TAG: PIPELINE_KIND})
     client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
     return str(run.info.run_id)
 
@@ -127,7 +132,7 @@ def finish_pipeline_run(run_key: str, experiment: str, succeeded: bool, message:
     for child in children:
         client.set_terminated(child.info.run_id, RunStatus.to_string(RunStatus.FAILED))
     if message:
-        client.set_tag(run_id, "twinflow.error", message[:5000])
+        client.set_tag(run_id, ERROR_TAG, message[:5000])
     status = RunStatus.FINISHED if succeeded else RunStatus.FAILED
     client.set_terminated(run_id, RunStatus.to_string(status))
 
@@ -150,8 +155,3 @@ def log_metrics_batch(metrics: dict[str, float], step: int = 0, run_id: str | No
     now = int(time.time() * 1000)
     MlflowClient().log_batch(active, metrics=[Metric(k, float(v), now, step)
                                               for k, v in metrics.items()])
-
-
-def set_parent_tags(parent_run_id: str, tags: dict[str, str]) -> None:
-    """Copy headline results to the parent run so the run list shows them."""
-    MlflowClient().log_batch(parent_run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])

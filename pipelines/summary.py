@@ -9,7 +9,16 @@ from mlflow.tracking import MlflowClient
 from rich.console import Console
 from rich.table import Table
 
-from components.tracking import FRAMEWORK_TAG, STEP_TAG, find_pipeline_run
+from components.tags import (
+    BLESSED_TAG,
+    FRAMEWORK_TAG,
+    MODEL_VERSION_TAG,
+    RECOMMENDATION_TAG,
+    REGISTERED_MODEL_TAG,
+    STEP_TAG,
+    VERDICT_TAG,
+)
+from components.tracking import find_pipeline_run
 
 
 @dataclass(frozen=True)
@@ -55,7 +64,7 @@ def collect(run_key: str, experiment: str) -> RunSummary | None:
                                   order_by=["attributes.start_time ASC"])
     steps = [StepRow(c.info.run_name or "?", c.info.status, _seconds(c)) for c in children]
     return RunSummary(run_id, parent.info.status, steps, _results(children),
-                      parent.data.tags.get("twinflow.recommendation", ""))
+                      parent.data.tags.get(RECOMMENDATION_TAG, ""))
 
 
 def _seconds(run: Run) -> float | None:
@@ -72,15 +81,15 @@ def _results(children: list[Run]) -> list[FrameworkResult]:
         if evaluation is None:
             continue
         push = by_step.get(("push", fw))
-        blessed = evaluation.data.tags.get("twinflow.blessed")
+        blessed = evaluation.data.tags.get(BLESSED_TAG)
         model = None
-        if push is not None and "twinflow.model_version" in push.data.tags:
-            model = (f"{push.data.tags['twinflow.registered_model']} "
-                     f"v{push.data.tags['twinflow.model_version']} @champion")
+        if push is not None and MODEL_VERSION_TAG in push.data.tags:
+            model = (f"{push.data.tags[REGISTERED_MODEL_TAG]} "
+                     f"v{push.data.tags[MODEL_VERSION_TAG]} @champion")
         results.append(FrameworkResult(
             fw, evaluation.data.metrics.get("test_accuracy"),
             None if blessed is None else blessed == "true",
-            evaluation.data.tags.get("twinflow.verdict", ""), model))
+            evaluation.data.tags.get(VERDICT_TAG, ""), model))
     return results
 
 

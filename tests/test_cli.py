@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from components.tags import KIND_TAG, PIPELINE_KIND
 from tests.conftest import cli_env
 
 
@@ -66,7 +67,7 @@ def test_label_with_one_class(tmp_path: Path) -> None:
     exp = client.get_experiment_by_name("twinflow")
     assert exp is not None
     runs = client.search_runs([exp.experiment_id])
-    parent = [r for r in runs if r.data.tags.get("twinflow.kind") == "pipeline"]
+    parent = [r for r in runs if r.data.tags.get(KIND_TAG) == PIPELINE_KIND]
     assert [r.info.status for r in parent] == ["FAILED"]
     assert {r.info.run_name: r.info.status for r in runs if r not in parent} == {"ingest": "FAILED"}
 

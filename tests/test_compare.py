@@ -12,16 +12,16 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from components.compare.core import ROWS, Comparison, FrameworkFigures, recommend, table
+from components.compare.core import Comparison, FrameworkFigures, Row, recommend, table
 from components.config import Priority
+from components.tags import KIND_TAG, PIPELINE_KIND, RECOMMENDATION_TAG
 from tests.conftest import REPO, cli_env
 
 
 def _figures(fw: str, accuracy: float, latency: float, size: float) -> FrameworkFigures:
-    values: dict[str, float | None] = {r.label: 1.0 for r in ROWS}
-    values |= {"test accuracy": accuracy, "fp32 latency p50, batch 1 (ms)": latency,
-               "int8 latency p50, batch 1 (ms)": latency * 2, "fp32 model size (KiB)": size * 3,
-               "int8 model size (KiB)": size}
+    values: dict[Row, float | None] = dict.fromkeys(Row, 1.0)
+    values |= {Row.TEST_ACCURACY: accuracy, Row.FP32_LATENCY_P50: latency,
+               Row.INT8_LATENCY_P50: latency * 2, Row.FP32_SIZE: size * 3, Row.INT8_SIZE: size}
     return FrameworkFigures(fw, values, True, {"a": 0.5, "b": 0.75})
 
 
@@ -57,7 +57,7 @@ def both_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     client = _client(work)
     exp = client.get_experiment_by_name("twinflow")
     assert exp is not None
-    [parent] = client.search_runs([exp.experiment_id], "tags.`twinflow.kind` = 'pipeline'")
+    [parent] = client.search_runs([exp.experiment_id], f"tags.`{KIND_TAG}` = '{PIPELINE_KIND}'")
     return work, parent.info.run_id
 
 
@@ -70,7 +70,7 @@ def test_both_run_logs_the_comparison_on_the_parent(both_run: tuple[Path, str]) 
     work, run_id = both_run
     client = _client(work)
     parent = client.get_run(run_id)
-    assert parent.data.tags["twinflow.recommendation"].startswith("prefer size: ")
+    assert parent.data.tags[RECOMMENDATION_TAG].startswith("prefer size: ")
     assert {"torch_test_accuracy", "tensorflow_test_accuracy"} <= set(parent.data.metrics)
     files = {f.path for f in client.list_artifacts(run_id, "comparison")}
     assert {"comparison/table.json", "comparison/report.html", "comparison/accuracy.png",

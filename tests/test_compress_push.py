@@ -27,6 +27,17 @@ from components.export.raw import RAW_ENTRY, probe_rows
 from components.export.runtime import softmax
 from components.export.verify import verify_exports
 from components.push.core import run_push
+from components.tags import (
+    ACCURACY_TAG,
+    COMPRESSION_ACCURACY_TAG,
+    COMPRESSION_BYTES_TAG,
+    COMPRESSION_FORMAT_TAG,
+    COMPRESSION_VARIANT_TAG,
+    SERVING_EXPORT_TAG,
+    SERVING_INPUT_TAG,
+    VERSION_DATASET_DIGEST_TAG,
+    VERSION_FRAMEWORK_TAG,
+)
 from components.transform.fitted import FittedTransform
 from tests.conftest import SHARED, cli_env
 
@@ -208,8 +219,8 @@ def test_push_registers_moves_champion_and_keeps_previous(
     assert str(client.get_model_version_by_alias(name, "champion").version) == second
     assert str(client.get_model_version_by_alias(name, "previous-champion").version) == first
     version = client.get_model_version(name, second)
-    assert version.tags["framework"] == fw.value
-    assert version.tags["test_accuracy"] == "0.95" and version.tags["dataset_digest"]
+    assert version.tags[VERSION_FRAMEWORK_TAG] == fw.value
+    assert version.tags[ACCURACY_TAG] == "0.95" and version.tags[VERSION_DATASET_DIGEST_TAG]
     loaded = mlflow.pyfunc.load_model(f"models:/{name}@champion")
     sample = json.loads(loaded.metadata.get_input_schema().to_json())
     assert sample, "the model carries an input signature"
@@ -222,12 +233,12 @@ def test_push_logs_the_exports_and_tags_the_variant(
         name, _push(compressed, transformed[0], tmp_path, name))
     manifest = ExportManifest.load(compressed.exports)
     chosen = manifest.entries[manifest.preferred]
-    assert version.tags["compression_variant"] == manifest.preferred
-    assert version.tags["compression_format"] == chosen.format.value
-    assert version.tags["compression_bytes"] == str(chosen.bytes)
-    assert version.tags["serving_export"] == manifest.serving_default
-    assert version.tags["serving_input"] == "raw"
-    assert float(version.tags["compression_accuracy"]) == pytest.approx(
+    assert version.tags[COMPRESSION_VARIANT_TAG] == manifest.preferred
+    assert version.tags[COMPRESSION_FORMAT_TAG] == chosen.format.value
+    assert version.tags[COMPRESSION_BYTES_TAG] == str(chosen.bytes)
+    assert version.tags[SERVING_EXPORT_TAG] == manifest.serving_default
+    assert version.tags[SERVING_INPUT_TAG] == "raw"
+    assert float(version.tags[COMPRESSION_ACCURACY_TAG]) == pytest.approx(
         compressed.result.int8_accuracy, abs=1e-5)
     local = Path(mlflow.artifacts.download_artifacts(run_id=version.run_id,
                                                      artifact_path="exports",

@@ -17,11 +17,12 @@ from components.config import EvaluateConfig, Framework, IngestConfig, TrainConf
 from components.data.dataset import Split, read_arrays, read_frame, read_metadata
 from components.errors import ConfigError, DataError
 from components.evaluate.champion import SAME_SPLIT
-from components.evaluate.core import ACCURACY_TAG, run_evaluate
+from components.evaluate.core import run_evaluate
 from components.evaluate.gate import Baseline, judge
 from components.evaluate.slices import slice_column, slice_labels
 from components.frameworks import get_adapter
 from components.ingest.core import run_ingest
+from components.tags import ACCURACY_TAG, BLESSED_TAG, CHAMPION_SOURCE_TAG
 from components.train.core import run_train
 from components.transform.core import run_transform
 
@@ -70,7 +71,7 @@ def test_evaluate_logs_metrics_curves_slices_and_verdict(
     assert metrics["test_example_count"] == test_rows
     assert 0.9 < metrics["test_roc_auc"] <= 1.0
     assert {"f1_0", "precision_9", "recall_5"} <= set(metrics)
-    assert run.data.tags["twinflow.blessed"] == "true"
+    assert run.data.tags[BLESSED_TAG] == "true"
     assert run.inputs.dataset_inputs[0].dataset.name == "digits-test"
     assert {"confusion_matrix.png", "test_confusion_matrix.png", "per_class_metrics.csv",
             "roc_curve.png", "precision_recall_curve.png", "verdict.json"} <= _artifacts(
@@ -132,7 +133,7 @@ def test_better_champion_refuses_a_worse_candidate(
     assert verdict.champion_accuracy is not None and verdict.champion_accuracy > result.accuracy
     assert f"{result.accuracy:.4f}" in verdict.reason
     assert f"{verdict.champion_accuracy:.4f}" in verdict.reason and SAME_SPLIT in verdict.reason
-    assert MlflowClient().get_run(active_run.info.run_id).data.tags["twinflow.blessed"] == "false"
+    assert MlflowClient().get_run(active_run.info.run_id).data.tags[BLESSED_TAG] == "false"
 
 
 def test_unloadable_champion_falls_back_to_its_tag(
@@ -144,10 +145,10 @@ def test_unloadable_champion_falls_back_to_its_tag(
     verdict = run_evaluate(EvaluateConfig(framework=fw, model_name=name), transformed[0],
                            model_dir).verdict
     assert not verdict.blessed and verdict.champion_accuracy == 0.999
-    assert "could not be loaded" in verdict.reason and "recorded test_accuracy tag" in \
+    assert "could not be loaded" in verdict.reason and f"recorded {ACCURACY_TAG} tag" in \
         verdict.reason
     tags = MlflowClient().get_run(active_run.info.run_id).data.tags
-    assert "recorded test_accuracy tag" in tags["twinflow.champion_source"]
+    assert f"recorded {ACCURACY_TAG} tag" in tags[CHAMPION_SOURCE_TAG]
 
 
 def test_gate_thresholds() -> None:
@@ -233,26 +234,3 @@ def test_binary_roc_pr_and_numeric_slices(breast_cancer: tuple[Path, Path, Path]
                                          for c in first)
     assert metrics[f"{key}_accuracy"] == pytest.approx(slices["accuracy"].iloc[0])
 
-
-def test_regression_metrics_overall_and_per_slice(active_run: mlflow.ActiveRun) -> None:
-    from sklearn.datasets import load_diabetes
-    from sklearn.linear_model import LinearRegression
-    from sklearn.metrics import mean_absolute_error, r2_score
-
-    from components.evaluate.regression import regression_metrics
-
-    x, y = load_diabetes(return_X_y=True)
-    pred = LinearRegression().fit(x[:300], y[:300]).predict(x[300:])
-    y = y[300:]
-    sex = pd.Series(np.where(x[300:, 1] > 0, "m", "f"))
-    metrics = regression_metrics(y, pred, slices=sex)
-    assert metrics["test_r2_score"] == pytest.approx(r2_score(y, pred))
-    assert metrics["test_mean_absolute_error"] == pytest.approx(mean_absolute_error(y, pred))
-    male = (sex == "m").to_numpy()
-    assert metrics["test_slice_m_example_count"] == male.sum()
-    assert metrics["test_slice_f_r2_score"] == pytest.approx(r2_score(y[~male], pred[~male]))
-    logged = MlflowClient().get_run(active_run.info.run_id).data.metrics
-    assert logged["test_root_mean_squared_error"] == pytest.approx(
-        metrics["test_root_mean_squared_error"])
-    with pytest.raises(DataError, match="one length"):
-        regression_metrics(y, pred[:-1])

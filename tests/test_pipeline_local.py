@@ -14,6 +14,16 @@ import pytest
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from components.tags import (
+    ACCURACY_TAG,
+    BLESSED_TAG,
+    COMPRESSION_VARIANT_TAG,
+    KIND_TAG,
+    PIPELINE_KIND,
+    STEP_TAG,
+    VERDICT_TAG,
+    VERSION_FRAMEWORK_TAG,
+)
 from tests.conftest import cli_env
 
 pytestmark = pytest.mark.slow
@@ -30,7 +40,7 @@ def _pipeline_runs(client: MlflowClient) -> list[Run]:
     exp = client.get_experiment_by_name("twinflow")
     assert exp is not None
     return client.search_runs([exp.experiment_id],
-                              filter_string="tags.`twinflow.kind` = 'pipeline'",
+                              filter_string=f"tags.`{KIND_TAG}` = '{PIPELINE_KIND}'",
                               order_by=["attributes.start_time ASC"])
 
 
@@ -50,7 +60,7 @@ def _kfp_evaluate_outputs(workdir: Path) -> list[dict[str, dict]]:
 def _children(client: MlflowClient, parent: Run) -> dict[str, Run]:
     runs = client.search_runs([parent.info.experiment_id],
                               filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    return {r.data.tags["twinflow.step"]: r for r in runs}
+    return {r.data.tags[STEP_TAG]: r for r in runs}
 
 
 @pytest.mark.parametrize("framework", ["torch", "tensorflow"])
@@ -83,10 +93,10 @@ def test_pipeline_registers_champion_then_refuses_a_worse_model(
     assert 0 < children["compress"].data.metrics["size_ratio"] < 1
     name = f"digits-{framework}"
     champion = client.get_model_version_by_alias(name, "champion")
-    assert champion.tags["framework"] == framework
-    assert float(champion.tags["test_accuracy"]) == pytest.approx(accuracy, abs=1e-5)
+    assert champion.tags[VERSION_FRAMEWORK_TAG] == framework
+    assert float(champion.tags[ACCURACY_TAG]) == pytest.approx(accuracy, abs=1e-5)
     assert champion.run_id == children["push"].info.run_id
-    assert champion.tags["compression_variant"] == (
+    assert champion.tags[COMPRESSION_VARIANT_TAG] == (
         children["compress"].data.params["compression_variant"])
 
     worse = _run(tmp_path, "--framework", framework, "--epochs", "1", "--learning-rate",
@@ -99,8 +109,8 @@ def test_pipeline_registers_champion_then_refuses_a_worse_model(
     second = _pipeline_runs(client)[-1]
     steps = _children(client, second)
     assert "push" not in steps
-    assert steps["evaluate"].data.tags["twinflow.blessed"] == "false"
-    assert "re-evaluated on the same test split" in steps["evaluate"].data.tags["twinflow.verdict"]
+    assert steps["evaluate"].data.tags[BLESSED_TAG] == "false"
+    assert "re-evaluated on the same test split" in steps["evaluate"].data.tags[VERDICT_TAG]
     assert steps["evaluate"].data.metrics["test_accuracy"] < accuracy
     assert client.get_model_version_by_alias(name, "champion").version == champion.version
     assert len(client.search_model_versions(f"name = '{name}'")) == 1

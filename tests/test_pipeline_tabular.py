@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from components.tags import STEP_TAG
 from tests.conftest import cli_env
 from tests.test_transform_fit import mixed_frame
 
@@ -44,7 +45,7 @@ def test_run_with_categoricals_and_gaps(tmp_path: Path, framework: str) -> None:
     exp = client.get_experiment_by_name("twinflow")
     assert exp is not None
     [transform] = client.search_runs([exp.experiment_id],
-                                     filter_string="tags.`twinflow.step` = 'transform'")
+                                     filter_string=f"tags.`{STEP_TAG}` = 'transform'")
     assert transform.data.params["n_categorical"] == "2"
     assert transform.data.params["n_numeric"] == "2"
 

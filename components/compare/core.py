@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 
 import pandas as pd
 from mlflow.entities import Run
@@ -16,12 +17,12 @@ from mlflow.tracking import MlflowClient
 
 from components.config import Priority
 from components.errors import TwinflowError
-from components.tracking import FRAMEWORK_TAG, STEP_TAG
+from components.tags import BLESSED_TAG, FRAMEWORK_TAG, STEP_TAG
 
 
 @dataclass(frozen=True)
-class Row:
-    """One compared figure: where it is logged and which direction is better."""
+class RowSpec:
+    """A compared figure's display label, where it is logged and which direction is better."""
 
     label: str
     step: str
@@ -30,20 +31,42 @@ class Row:
     scale: float = 1.0
 
 
-ROWS = [
-    Row("test accuracy", "evaluate", "test_accuracy", True),
-    Row("macro F1", "evaluate", "test_f1_macro", True),
-    Row("train time (s)", "train", "train_seconds", False),
-    Row("train throughput (samples/s)", "train", "train_samples_per_second", True),
-    Row("train peak memory (MiB)", "train", "peak_rss_mb", False),
-    Row("fp32 model size (KiB)", "compress", "fp32_bytes", False, 1 / 1024),
-    Row("int8 model size (KiB)", "compress", "int8_bytes", False, 1 / 1024),
-    Row("int8 test accuracy", "compress", "int8_accuracy", True),
-    Row("fp32 latency p50, batch 1 (ms)", "compress", "latency_p50_ms_fp32", False),
-    Row("fp32 latency p99, batch 1 (ms)", "compress", "latency_p99_ms_fp32", False),
-    Row("int8 latency p50, batch 1 (ms)", "compress", "latency_p50_ms_int8", False),
-    Row("int8 latency p99, batch 1 (ms)", "compress", "latency_p99_ms_int8", False),
-]
+class Row(Enum):
+    """The compared figures, in table order. Code looks a figure up by its member, so a
+    reworded label only changes what is shown."""
+
+    TEST_ACCURACY = RowSpec("test accuracy", "evaluate", "test_accuracy", True)
+    F1_MACRO = RowSpec("macro F1", "evaluate", "test_f1_macro", True)
+    TRAIN_SECONDS = RowSpec("train time (s)", "train", "train_seconds", False)
+    TRAIN_THROUGHPUT = RowSpec("train throughput (samples/s)", "train",
+                               "train_samples_per_second", True)
+    TRAIN_PEAK_MEMORY = RowSpec("train peak memory (MiB)", "train", "peak_rss_mb", False)
+    FP32_SIZE = RowSpec("fp32 model size (KiB)", "compress", "fp32_bytes", False, 1 / 1024)
+    INT8_SIZE = RowSpec("int8 model size (KiB)", "compress", "int8_bytes", False, 1 / 1024)
+    INT8_ACCURACY = RowSpec("int8 test accuracy", "compress", "int8_accuracy", True)
+    FP32_LATENCY_P50 = RowSpec("fp32 latency p50, batch 1 (ms)", "compress",
+                               "latency_p50_ms_fp32", False)
+    FP32_LATENCY_P99 = RowSpec("fp32 latency p99, batch 1 (ms)", "compress",
+                               "latency_p99_ms_fp32", False)
+    INT8_LATENCY_P50 = RowSpec("int8 latency p50, batch 1 (ms)", "compress",
+                               "latency_p50_ms_int8", False)
+    INT8_LATENCY_P99 = RowSpec("int8 latency p99, batch 1 (ms)", "compress",
+                               "latency_p99_ms_int8", False)
+
+    @property
+    def spec(self) -> RowSpec:
+        """Label, source and direction of this figure."""
+        spec: RowSpec = self.value
+        return spec
+
+    @property
+    def label(self) -> str:
+        """What the table, the charts and the report call this figure."""
+        return self.spec.label
+
+
+BLESSED_LABEL = "passed the blessing gate"
+FORMATS_LABEL = "export formats"
 # What each framework's steps write; kept here so comparing never imports a framework.
 EXPORT_FORMATS = {
     "torch": "state dict, TorchScript fp32/int8, MLflow pytorch flavor",
@@ -56,7 +79,7 @@ class FrameworkFigures:
     """Everything compared for one framework."""
 
     framework: str
-    values: dict[str, float | None]
+    values: dict[Row, float | None]
     blessed: bool | None
     per_class_f1: dict[str, float] = field(default_factory=dict)
 
@@ -89,13 +112,14 @@ def collect(parent_run_id: str) -> Comparison:
 
 
 def _figures(fw: str, by_step: dict[tuple[str | None, str | None], Run]) -> FrameworkFigures:
-    values: dict[str, float | None] = {}
-    for row in ROWS:
-        run = by_step.get((row.step, fw))
-        value = run.data.metrics.get(row.metric) if run else None
-        values[row.label] = None if value is None else value * row.scale
+    values: dict[Row, float | None] = {}
+    for row in Row:
+        spec = row.spec
+        run = by_step.get((spec.step, fw))
+        value = run.data.metrics.get(spec.metric) if run else None
+        values[row] = None if value is None else value * spec.scale
     evaluation = by_step[("evaluate", fw)]
-    blessed = evaluation.data.tags.get("twinflow.blessed")
+    blessed = evaluation.data.tags.get(BLESSED_TAG)
     per_class = {k.removeprefix("f1_"): v for k, v in evaluation.data.metrics.items()
                  if k.startswith("f1_")}
     return FrameworkFigures(fw, values, None if blessed is None else blessed == "true",
@@ -104,10 +128,10 @@ def _figures(fw: str, by_step: dict[tuple[str | None, str | None], Run]) -> Fram
 
 def table(comparison: Comparison) -> pd.DataFrame:
     """Rows = figures, columns = frameworks (what the report and the CLI show)."""
-    data: dict[str, list[object]] = {"figure": [r.label for r in ROWS]}
-    data["figure"] += ["passed the blessing gate", "export formats"]
+    data: dict[str, list[object]] = {"figure": [r.label for r in Row]}
+    data["figure"] += [BLESSED_LABEL, FORMATS_LABEL]
     for f in comparison.frameworks:
-        data[f.framework] = [*(f.values[r.label] for r in ROWS),
+        data[f.framework] = [*(f.values[r] for r in Row),
                              {True: "yes", False: "no", None: "n/a"}[f.blessed],
                              EXPORT_FORMATS[f.framework]]
     classes = sorted(set().union(*(f.per_class_f1 for f in comparison.frameworks)))
@@ -141,13 +165,13 @@ Score = Callable[[FrameworkFigures], float | None]
 def _criterion(prefer: Priority) -> tuple[Score, str, bool]:
     """(score function, unit, higher is better) for a priority."""
     if prefer is Priority.ACCURACY:
-        return (lambda f: f.values["test accuracy"]), "accuracy", True
+        return (lambda f: f.values[Row.TEST_ACCURACY]), "accuracy", True
     if prefer is Priority.LATENCY:
-        return (lambda f: _best(f, "fp32 latency p50, batch 1 (ms)",
-                                "int8 latency p50, batch 1 (ms)")), "ms p50", False
-    return (lambda f: _best(f, "fp32 model size (KiB)", "int8 model size (KiB)")), "KiB", False
+        return (lambda f: _best(f, Row.FP32_LATENCY_P50, Row.INT8_LATENCY_P50)), "ms p50", False
+    return (lambda f: _best(f, Row.FP32_SIZE, Row.INT8_SIZE)), "KiB", False
 
 
-def _best(f: FrameworkFigures, *labels: str) -> float | None:
-    values = [v for v in (f.values[label] for label in labels) if v is not None]
+def _best(f: FrameworkFigures, *rows: Row) -> float | None:
+    """The lower of the figures present (fp32 or int8: whichever export does better)."""
+    values = [v for v in (f.values[row] for row in rows) if v is not None]
     return min(values) if values else None

@@ -15,25 +15,25 @@ import pandas as pd
 from matplotlib.figure import Figure
 from mlflow.tracking import MlflowClient
 
-from components.compare.core import Comparison, recommend, table
+from components.compare.core import Comparison, Row, recommend, table
 from components.config import Priority
+from components.tags import RECOMMENDATION_TAG
 
 log = logging.getLogger(__name__)
 CHARTS = {
-    "accuracy": ["test accuracy", "int8 test accuracy"],
-    "latency": ["fp32 latency p50, batch 1 (ms)", "fp32 latency p99, batch 1 (ms)",
-                "int8 latency p50, batch 1 (ms)", "int8 latency p99, batch 1 (ms)"],
-    "size": ["fp32 model size (KiB)", "int8 model size (KiB)"],
-    "training": ["train time (s)", "train peak memory (MiB)"],
+    "accuracy": [Row.TEST_ACCURACY, Row.INT8_ACCURACY],
+    "latency": [Row.FP32_LATENCY_P50, Row.FP32_LATENCY_P99,
+                Row.INT8_LATENCY_P50, Row.INT8_LATENCY_P99],
+    "size": [Row.FP32_SIZE, Row.INT8_SIZE],
+    "training": [Row.TRAIN_SECONDS, Row.TRAIN_PEAK_MEMORY],
 }
 
 
 def charts(comparison: Comparison) -> dict[str, Figure]:
     """One grouped bar chart per theme, frameworks side by side."""
-    frame = table(comparison).set_index("figure")
     figures = {}
-    for name, labels in CHARTS.items():
-        data = frame.loc[labels, [f.framework for f in comparison.frameworks]].astype(float)
+    for name, rows in CHARTS.items():
+        data = _chart_data(comparison, rows)
         fig, ax = plt.subplots(figsize=(7, 3.5))
         data.plot.bar(ax=ax, rot=15)
         ax.set_title(f"torch vs tensorflow: {name}")
@@ -41,6 +41,13 @@ def charts(comparison: Comparison) -> dict[str, Figure]:
         fig.tight_layout()
         figures[name] = fig
     return figures
+
+
+def _chart_data(comparison: Comparison, rows: list[Row]) -> pd.DataFrame:
+    """Figures ``rows`` of both frameworks, indexed by display label (the bars' ticks)."""
+    index = pd.Index([row.label for row in rows], name="figure")
+    return pd.DataFrame({f.framework: [f.values[row] for row in rows]
+                         for f in comparison.frameworks}, index=index, dtype=float)
 
 
 def to_html(comparison: Comparison, figures: dict[str, Figure], prefer: Priority) -> str:
@@ -73,7 +80,7 @@ def log_report(comparison: Comparison, prefer: Priority) -> tuple[str, str]:
     for fig in figures.values():
         plt.close(fig)
     line = recommend(comparison, prefer)
-    client.set_tag(run_id, "twinflow.recommendation", line)
+    client.set_tag(run_id, RECOMMENDATION_TAG, line)
     log.info("%s", line)
     return line, page
 

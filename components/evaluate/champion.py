@@ -21,9 +21,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from components.errors import DataError
+from components.tags import ACCURACY_TAG
 
 log = logging.getLogger(__name__)
-ACCURACY_TAG = "test_accuracy"
 SAME_SPLIT = "re-evaluated on the same test split"
 
 

@@ -19,8 +19,6 @@ here, 0.52):
   viewer that nothing else here reads.
 * Cost: no Beam pipeline start-up per evaluation (seconds on this 2-core
   machine), which matters since the champion is evaluated too.
-* Regression uses the same call with ``model_type="regressor"``
-  (:mod:`.regression`).
 
 TFMA's strength, sliced metrics computed in Beam over big data, is not needed for
 a test split that fits in memory; slices are done here with pandas/sklearn
@@ -34,8 +32,7 @@ The registered champion is scored on the same split in the same step
 (:mod:`.champion`) and the gate (:mod:`.gate`) compares the two; the verdict and
 its reason are logged as tags and as ``verdict.json``, so a skipped push
 explains itself. The pipeline trains classifiers only, so :func:`run_evaluate` is
-the classifier path; :func:`.regression.regression_metrics` is ready for a
-regression head but no step calls it yet.
+the classifier path.
 """
 
 from __future__ import annotations
@@ -61,15 +58,16 @@ from sklearn.metrics import (
 
 from components.config import EvaluateConfig, model_name_for
 from components.data.dataset import DatasetMetadata, Split, read_frame, read_metadata
-from components.evaluate.champion import ACCURACY_TAG, SAME_SPLIT, Champion, find_champion
+from components.evaluate.champion import SAME_SPLIT, Champion, find_champion
 from components.evaluate.curves import RocPoints, curve_figures, curve_metrics, roc_points
 from components.evaluate.gate import Baseline, Verdict, judge
 from components.evaluate.slices import slice_column, slice_labels, slice_metrics
 from components.frameworks import get_adapter
+from components.tags import ACCURACY_TAG, BLESSED_TAG, CHAMPION_SOURCE_TAG, VERDICT_TAG
 
 log = logging.getLogger(__name__)
 PREDICTION = "twinflow_prediction"
-__all__ = ["ACCURACY_TAG", "Evaluation", "Verdict", "judge", "run_evaluate", "score"]
+__all__ = ["Evaluation", "Verdict", "judge", "run_evaluate", "score"]
 
 
 @dataclass(frozen=True)
@@ -190,9 +188,9 @@ def _track(evaluation: Evaluation, config: EvaluateConfig, meta: DatasetMetadata
                        "slice_feature": config.slice_feature, "model_name": model_name})
     mlflow.log_metrics(evaluation.metrics | _slice_metric_dict(evaluation.slices))
     verdict = evaluation.verdict
-    mlflow.set_tags({"twinflow.blessed": str(verdict.blessed).lower(),
-                     "twinflow.verdict": verdict.reason[:5000],
-                     "twinflow.champion_source": verdict.champion_source or "none"})
+    mlflow.set_tags({BLESSED_TAG: str(verdict.blessed).lower(),
+                     VERDICT_TAG: verdict.reason[:5000],
+                     CHAMPION_SOURCE_TAG: verdict.champion_source or "none"})
     mlflow.log_text(verdict.to_json(evaluation.metrics, config), "verdict.json")
     if evaluation.slices is not None:
         mlflow.log_table(evaluation.slices, f"slices/{_metric_key(config.slice_feature)}.json")

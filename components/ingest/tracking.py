@@ -2,7 +2,7 @@
 
 Schema lookup (``IngestConfig.schema_source``):
 - ``''`` (default): the newest run in the active run's experiment tagged
-  ``twinflow.schema_for = <data set name>``; its ``schema/schema.json`` artifact.
+  ``SCHEMA_TAG = <data set name>`` (components.tags); its ``schema/schema.json`` artifact.
   So the first ingest of a data set infers the schema and every later ingest of
   the same data set in the same experiment is validated against it.
 - a local path to a ``schema.json``, or any MLflow artifact URI (``runs:/ID/schema/
@@ -28,9 +28,14 @@ from components.data.report import render_html
 from components.data.schema import SCHEMA_FILE, Anomaly, DataSchema, load_schema, save_schema
 from components.data.statistics import FeatureStats
 from components.errors import DataError
+from components.tags import (
+    DATASET_DIGEST_TAG,
+    DATASET_TAG,
+    SCHEMA_INFERRED_TAG,
+    SCHEMA_TAG,
+)
 
 log = logging.getLogger(__name__)
-SCHEMA_TAG = "twinflow.schema_for"
 STATS_FILE = "statistics.json"
 STATS_HTML = "statistics.html"
 ANOMALIES_FILE = "anomalies.json"
@@ -85,8 +90,8 @@ def track(config: IngestConfig, meta: DatasetMetadata, out_dir: Path, bad: dict[
     mlflow.log_params(params)
     mlflow.log_metrics({**{f"rows_{k}": float(v) for k, v in meta.rows.items()},
                         "bad_rows": float(bad["count"])})
-    mlflow.set_tags({"twinflow.dataset": meta.name, "twinflow.dataset_digest": meta.digest,
-                     SCHEMA_TAG: meta.name, "twinflow.schema_inferred": str(inferred).lower()})
+    mlflow.set_tags({DATASET_TAG: meta.name, DATASET_DIGEST_TAG: meta.digest,
+                     SCHEMA_TAG: meta.name, SCHEMA_INFERRED_TAG: str(inferred).lower()})
     for name in (STATS_FILE, STATS_HTML, ANOMALIES_FILE):
         mlflow.log_artifact(str(out_dir / name), artifact_path="statistics")
     mlflow.log_artifact(str(out_dir / SCHEMA_FILE), artifact_path="schema")

@@ -22,13 +22,26 @@ from components.compress.core import COMPRESSION_FILE
 from components.config import PushConfig, model_name_for
 from components.data.dataset import DatasetMetadata, Split, read_arrays, read_metadata
 from components.errors import DataError, TwinflowError
-from components.evaluate.core import ACCURACY_TAG
 from components.export.manifest import EXPORTS_ARTIFACT_PATH, ExportManifest
 from components.frameworks import get_adapter
 from components.push.serving import pushed_inference_service
+from components.tags import (
+    ACCURACY_TAG,
+    COMPRESSION_ACCURACY_TAG,
+    COMPRESSION_BYTES_TAG,
+    COMPRESSION_FORMAT_TAG,
+    COMPRESSION_VARIANT_TAG,
+    MODEL_VERSION_TAG,
+    PIPELINE_RUN_TAG,
+    REGISTERED_MODEL_TAG,
+    SERVING_EXPORT_TAG,
+    SERVING_INPUT_TAG,
+    VERSION_DATASET_DIGEST_TAG,
+    VERSION_DATASET_TAG,
+    VERSION_FRAMEWORK_TAG,
+)
 
 log = logging.getLogger(__name__)
-PIPELINE_RUN_TAG = "pipeline_run"
 
 
 @dataclass(frozen=True)
@@ -68,7 +81,7 @@ def run_push(config: PushConfig, data_dir: Path, model_dir: Path, exports_dir: P
     manifest_path.parent.mkdir(parents=True, exist_ok=True)
     manifest_path.write_text(yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8")
     mlflow.log_artifact(str(manifest_path), artifact_path="serving")
-    mlflow.set_tags({"twinflow.registered_model": name, "twinflow.model_version": version})
+    mlflow.set_tags({REGISTERED_MODEL_TAG: name, MODEL_VERSION_TAG: version})
     log.info("registered %s version %s as %s", name, version, config.champion_alias)
     return PushResult(name, version, manifest_path)
 
@@ -86,16 +99,16 @@ def _compression_tags(exports_dir: Path, manifest: ExportManifest) -> dict[str, 
     """Version tags of the preferred export (its variant, format, size and test accuracy)
     and of what the model server serves by default (raw rows in, or transformed)."""
     entry = manifest.entries[manifest.preferred]
-    tags = {"compression_variant": manifest.preferred if entry.variant != "fp32" else "none",
-            "compression_format": entry.format.value, "compression_bytes": str(entry.bytes),
-            "serving_export": manifest.serving_default,
-            "serving_input": manifest.entries[manifest.serving_default].input}
+    tags = {COMPRESSION_VARIANT_TAG: manifest.preferred if entry.variant != "fp32" else "none",
+            COMPRESSION_FORMAT_TAG: entry.format.value, COMPRESSION_BYTES_TAG: str(entry.bytes),
+            SERVING_EXPORT_TAG: manifest.serving_default,
+            SERVING_INPUT_TAG: manifest.entries[manifest.serving_default].input}
     table = exports_dir / COMPRESSION_FILE
     if table.is_file():
         rows = json.loads(table.read_text(encoding="utf-8")).get("variants", [])
         row = next((r for r in rows if r.get("name") == manifest.preferred), None)
         if row is not None:
-            tags["compression_accuracy"] = f"{row['accuracy']:.6g}"
+            tags[COMPRESSION_ACCURACY_TAG] = f"{row['accuracy']:.6g}"
     return tags
 
 
@@ -103,8 +116,8 @@ def _register(config: PushConfig, name: str, meta: DatasetMetadata, data_dir: Pa
               model_dir: Path, exports_dir: Path, extra: dict[str, float | str],
               pipeline_run: str) -> str:
     """Log the model with its flavor and the exports; create a registry version."""
-    tags = {"framework": config.framework, "dataset": meta.name,
-            "dataset_digest": meta.digest, PIPELINE_RUN_TAG: pipeline_run,
+    tags = {VERSION_FRAMEWORK_TAG: config.framework, VERSION_DATASET_TAG: meta.name,
+            VERSION_DATASET_DIGEST_TAG: meta.digest, PIPELINE_RUN_TAG: pipeline_run,
             **{k: f"{v:.6g}" for k, v in extra.items()
                if k.startswith("test_") and not isinstance(v, str)},
             **{k: v for k, v in extra.items() if isinstance(v, str)}}

@@ -21,7 +21,6 @@ from components.transform.analyze import fit_transform
 from components.transform.fitted import FITTED_FILE, FittedTransform, TransformConfig
 
 log = logging.getLogger(__name__)
-PARAMS_FILE = FITTED_FILE
 
 
 def run_transform(data_dir: Path, out_dir: Path, params_path: Path,

@@ -1,0 +1,58 @@
+"""Every MLflow tag key twinflow writes, defined once.
+
+Tags are how the steps talk to each other after the fact: evaluate writes the
+verdict that push, compare and the run summary read; push tags the registered
+version that the next evaluate gates against. A key spelt twice drifts apart
+silently (a reader just gets ``None``), so writers and readers import it from
+here. Plain ``str`` constants rather than an enum: MLflow stores, filters and
+returns keys as strings, and a constant drops into dict literals and
+``search_runs`` filter strings unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- run tags (``twinflow.`` namespace, beside MLflow's own ``mlflow.*``) ---
+
+# The pipeline (parent) run.
+KIND_TAG: Final = "twinflow.kind"  # marks the parent run of a pipeline job
+PIPELINE_KIND: Final = "pipeline"  # the value of KIND_TAG on a parent run
+RUN_KEY_TAG: Final = "twinflow.run_key"  # the pipeline job id the exit task looks it up by
+ERROR_TAG: Final = "twinflow.error"  # why a failed pipeline failed
+RECOMMENDATION_TAG: Final = "twinflow.recommendation"  # compare's one-line verdict
+
+# Every step run.
+STEP_TAG: Final = "twinflow.step"
+FRAMEWORK_TAG: Final = "twinflow.framework"  # absent on framework-neutral steps
+
+# The ingest step run.
+DATASET_TAG: Final = "twinflow.dataset"
+DATASET_DIGEST_TAG: Final = "twinflow.dataset_digest"
+SCHEMA_TAG: Final = "twinflow.schema_for"  # later ingests of the data set validate against it
+SCHEMA_INFERRED_TAG: Final = "twinflow.schema_inferred"
+
+# The evaluate step run.
+BLESSED_TAG: Final = "twinflow.blessed"  # "true" / "false"
+VERDICT_TAG: Final = "twinflow.verdict"
+CHAMPION_SOURCE_TAG: Final = "twinflow.champion_source"
+
+# The push step run.
+REGISTERED_MODEL_TAG: Final = "twinflow.registered_model"
+MODEL_VERSION_TAG: Final = "twinflow.model_version"
+
+# --- registered model version tags (written by push, read by the next evaluate) ---
+
+VERSION_FRAMEWORK_TAG: Final = "framework"
+VERSION_DATASET_TAG: Final = "dataset"
+VERSION_DATASET_DIGEST_TAG: Final = "dataset_digest"
+PIPELINE_RUN_TAG: Final = "pipeline_run"  # makes a retried push find its own version
+# Push copies every ``test_*`` metric of evaluate onto the version under its
+# metric name; the gate falls back to this one when the champion cannot be run.
+ACCURACY_TAG: Final = "test_accuracy"
+COMPRESSION_VARIANT_TAG: Final = "compression_variant"
+COMPRESSION_FORMAT_TAG: Final = "compression_format"
+COMPRESSION_BYTES_TAG: Final = "compression_bytes"
+COMPRESSION_ACCURACY_TAG: Final = "compression_accuracy"
+SERVING_EXPORT_TAG: Final = "serving_export"
+SERVING_INPUT_TAG: Final = "serving_input"
