@@ -9,6 +9,7 @@ from mlflow.tracking import MlflowClient
 from rich.console import Console
 from rich.table import Table
 
+from components.frameworks import framework_names
 from components.tags import (
     BLESSED_TAG,
     FRAMEWORK_TAG,
@@ -76,7 +77,7 @@ def _seconds(run: Run) -> float | None:
 def _results(children: list[Run]) -> list[FrameworkResult]:
     by_step = {(c.data.tags.get(STEP_TAG), c.data.tags.get(FRAMEWORK_TAG)): c for c in children}
     results = []
-    for fw in ("torch", "tensorflow"):
+    for fw in framework_names():
         evaluation = by_step.get(("evaluate", fw))
         if evaluation is None:
             continue

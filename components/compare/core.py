@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from components.config import Priority
 from components.errors import TwinflowError
+from components.frameworks import framework_names, get_adapter
 from components.tags import BLESSED_TAG, FRAMEWORK_TAG, STEP_TAG
 
 
@@ -67,11 +68,6 @@ class Row(Enum):
 
 BLESSED_LABEL = "passed the blessing gate"
 FORMATS_LABEL = "export formats"
-# What each framework's steps write; kept here so comparing never imports a framework.
-EXPORT_FORMATS = {
-    "torch": "state dict, TorchScript fp32/int8, MLflow pytorch flavor",
-    "tensorflow": "Keras .keras, TFLite fp32/int8, MLflow tensorflow flavor",
-}
 
 
 @dataclass
@@ -103,11 +99,11 @@ def collect(parent_run_id: str) -> Comparison:
     children = client.search_runs([parent.info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
     by_step = {(c.data.tags.get(STEP_TAG), c.data.tags.get(FRAMEWORK_TAG)): c for c in children}
-    figures = [_figures(fw, by_step) for fw in ("torch", "tensorflow")
-               if ("evaluate", fw) in by_step]
+    figures = [_figures(fw, by_step) for fw in framework_names() if ("evaluate", fw) in by_step]
     if len(figures) < 2:
-        raise TwinflowError(f"run {parent_run_id} has no evaluated {'/'.join(EXPORT_FORMATS)} "
-                            "pair to compare; run with --framework both")
+        raise TwinflowError(f"run {parent_run_id} has no evaluated "
+                            f"{'/'.join(framework_names())} pair to compare; run with "
+                            "--framework both")
     return Comparison(parent_run_id, figures)
 
 
@@ -133,7 +129,7 @@ def table(comparison: Comparison) -> pd.DataFrame:
     for f in comparison.frameworks:
         data[f.framework] = [*(f.values[r] for r in Row),
                              {True: "yes", False: "no", None: "n/a"}[f.blessed],
-                             EXPORT_FORMATS[f.framework]]
+                             get_adapter(f.framework).export_formats]
     classes = sorted(set().union(*(f.per_class_f1 for f in comparison.frameworks)))
     for c in classes:
         data["figure"].append(f"F1 class {c}")

@@ -147,6 +147,8 @@ class FrameworkAdapter(ABC):
     job_kinds: ClassVar[tuple[JobKind, ...]] = ()
     #: Modules a warm task interpreter imports for this framework's steps.
     preload: ClassVar[tuple[str, ...]] = ()
+    #: What the framework's steps write, as the comparison report lists it.
+    export_formats: ClassVar[str] = ""
     #: Loggers of the framework quieted to warnings in step logs.
     noisy_loggers: ClassVar[tuple[str, ...]] = ()
 

@@ -36,6 +36,7 @@ class TensorFlowAdapter(FrameworkAdapter):
     raw_model_name = "saved_model_raw"
     every_rank_saves = True  # MultiWorkerMirroredStrategy: saving is a collective
     job_kinds = (JobKind.TFJOB,)
+    export_formats = "Keras .keras, TFLite fp32/int8, MLflow tensorflow flavor"
     preload = ("tensorflow", "tf_keras", "mlflow.tensorflow", "tf2onnx",
                "tensorflow_model_optimization", f"{_PACKAGE}.training", f"{_PACKAGE}.variants",
                f"{_PACKAGE}.export", f"{_PACKAGE}.raw_layer", f"{_PACKAGE}.tflite_raw")

@@ -35,6 +35,7 @@ class TorchAdapter(FrameworkAdapter):
     raw_model_name = "model_raw.ts"
     per_gpu_processes = True  # DDP: one process per GPU
     job_kinds = (JobKind.TRAINJOB, JobKind.PYTORCHJOB)
+    export_formats = "state dict, TorchScript fp32/int8, MLflow pytorch flavor"
     preload = ("torch", "mlflow.pytorch", "torch.onnx", "onnxscript", f"{_PACKAGE}.training",
                f"{_PACKAGE}.variants", f"{_PACKAGE}.export", f"{_PACKAGE}.raw_layer")
 
