@@ -7,6 +7,7 @@ subclass, plus one line in the registry (``components/frameworks/__init__.py``).
 
 from __future__ import annotations
 
+import importlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -209,6 +210,51 @@ class FrameworkAdapter(ABC):
         """What a cluster job's pod runs ``-m components.train.worker`` with."""
         del kind
         return ["python"]
+
+
+class PackageAdapter(FrameworkAdapter):
+    """An adapter over a package laid out like MLflow's flavors: modules ``training``
+    (build_model, train, device_count, predict_proba, save_model, load_model, log_model),
+    ``variants`` (build_variants) and ``raw_layer`` (export_raw_model), each function
+    with the shared name. Each method imports its module when first called, so the
+    adapter itself stays free of the framework."""
+
+    #: The package holding the modules, e.g. ``components.frameworks.torch``.
+    package: ClassVar[str]
+
+    def _module(self, name: str) -> Any:
+        return importlib.import_module(f"{self.package}.{name}")
+
+    def build_model(self, spec: ModelSpec, seed: int) -> Any:
+        return self._module("training").build_model(spec, seed)
+
+    def train(self, spec: ModelSpec, train: ArraySplit, val: ArraySplit, config: TrainConfig,
+              ctx: TrainContext, on_epoch: EpochCallback) -> Any:
+        return self._module("training").train(spec, train, val, config, ctx, on_epoch)
+
+    def device_count(self) -> int:
+        return int(self._module("training").device_count())
+
+    def predict_proba(self, model: Any, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self._module("training").predict_proba(model, x))
+
+    def save_model(self, model: Any, spec: ModelSpec, model_dir: Path) -> None:
+        self._module("training").save_model(model, spec, model_dir)
+
+    def load_model(self, model_dir: Path) -> Any:
+        return self._module("training").load_model(model_dir)
+
+    def log_model(self, model: Any, name: str, sample: np.ndarray) -> str:
+        return str(self._module("training").log_model(model, name, sample))
+
+    def build_variants(self, model: Any, spec: ModelSpec, train: ArraySplit,
+                       config: CompressConfig, out_dir: Path, work: Path) -> Built:
+        built: Built = self._module("variants").build_variants(model, spec, train, config,
+                                                                out_dir, work)
+        return built
+
+    def export_raw_model(self, model: Any, fitted: FittedTransform, out_dir: Path) -> Path:
+        return Path(self._module("raw_layer").export_raw_model(model, fitted, out_dir))
 
 
 class EpochProgress:
