@@ -16,6 +16,8 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
+import logging
+
 import mlflow
 import numpy as np
 import tensorflow as tf
@@ -35,6 +37,7 @@ from components.frameworks.base import (
 _POLICIES = {Precision.FP32: "float32", Precision.BF16: "mixed_bfloat16",
              Precision.FP16: "mixed_float16"}
 MODEL_FILE = "model.keras"
+logging.getLogger("tensorflow").setLevel(logging.WARNING)  # its INFO lines flood step logs
 
 
 def build_model(spec: ModelSpec, seed: int) -> keras.Model:

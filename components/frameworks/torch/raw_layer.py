@@ -18,8 +18,6 @@ from torch import nn
 
 from components.transform.fitted import FITTED_FILE, FittedTransform
 
-RAW_MODEL_FILE = "model_raw.ts"
-
 
 class TorchTransform(nn.Module):
     """Imputation, scaling, bucket and vocabulary one-hots (float64 inside, float32 out)."""
@@ -91,10 +89,10 @@ def build_raw_model(model: nn.Module, fitted: FittedTransform) -> nn.Module:
     return RawInputModel(TorchTransform(fitted), model.eval()).eval()
 
 
-def export_raw_model(model: nn.Module, fitted: FittedTransform, out_dir: Path) -> Path:
-    """Script the raw-input model and save it as TorchScript (plus the transform JSON)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / RAW_MODEL_FILE
+def export_raw_model(model: nn.Module, fitted: FittedTransform, path: Path) -> Path:
+    """Script the raw-input model and save it as the TorchScript file ``path`` (the
+    transform JSON beside it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     torch.jit.script(build_raw_model(model, fitted)).save(str(path))
-    fitted.save(out_dir / FITTED_FILE)
+    fitted.save(path.parent / FITTED_FILE)
     return path
