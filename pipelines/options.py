@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from enum import Enum
 from typing import Annotated, Any, Literal, TypeVar, get_origin
 
 import typer
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from pipelines.params import PipelineParams, plain_type
 
@@ -37,13 +39,23 @@ def field_options(names: Iterable[str], flags: Mapping[str, Sequence[str]] | Non
     params = []
     for name in names:
         field = model.model_fields[name]  # KeyError names a misspelt field at import
-        kind = field.annotation
-        cli_type = plain_type(kind) if get_origin(kind) is Literal else kind
         option = typer.Option(*flags.get(name, ()), help=field.description)
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
                                         default=field.get_default(call_default_factory=True),
-                                        annotation=Annotated[cli_type, option]))
+                                        annotation=Annotated[_cli_type(field), option]))
     return params
+
+
+def _cli_type(field: FieldInfo) -> Any:
+    """The type typer parses an option as: a field's ``choices`` (json_schema_extra) as
+    an enum, so that typer lists and checks them; a literal as its values' type."""
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    choices = extra.get("choices")
+    if isinstance(choices, list):
+        members = {str(c): str(c) for c in choices}
+        return Enum("Choices", members, type=str)
+    kind = field.annotation
+    return plain_type(kind) if get_origin(kind) is Literal else kind
 
 
 def with_params(names: Iterable[str], flags: Mapping[str, Sequence[str]] | None = None,

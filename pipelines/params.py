@@ -32,8 +32,8 @@ class _FrameworkParams(BaseModel):
     """The framework choice, a base of its own so that it is the first field."""
 
     framework: FrameworkChoice = Field(
-        default=framework_names()[0],
-        description=f"Training framework: {', '.join([*framework_names(), BOTH])}.")
+        default=framework_names()[0], description="Training framework.",
+        json_schema_extra={"choices": [*framework_names(), BOTH]})  # the CLI lists them
 
 
 class PipelineParams(PushParams, CompressParams, EvaluateParams, TrainParams, IngestParams,
