@@ -11,6 +11,8 @@ network. Same function names as the TensorFlow package's raw_layer.
 
 # no `from __future__ import annotations`: TorchScript reads the class annotations
 
+import logging
+import warnings
 from pathlib import Path
 
 import torch
@@ -18,6 +20,7 @@ from torch import nn
 
 from components.transform.fitted import FITTED_FILE, FittedTransform
 
+log = logging.getLogger(__name__)
 RAW_MODEL_FILE = "model_raw.ts"
 
 
@@ -92,9 +95,24 @@ def build_raw_model(model: nn.Module, fitted: FittedTransform) -> nn.Module:
 
 
 def export_raw_model(model: nn.Module, fitted: FittedTransform, out_dir: Path) -> Path:
-    """Script the raw-input model and save it as TorchScript (plus the transform JSON)."""
+    """Script the raw-input model and save it as TorchScript (plus the transform JSON).
+
+    A network that TorchScript cannot script (a user's model with Python control
+    flow the compiler rejects) is traced on a transformed batch first; the
+    transform around it is scripted either way (its string inputs cannot be traced).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / RAW_MODEL_FILE
-    torch.jit.script(build_raw_model(model, fitted)).save(str(path))
+    network = model.eval()
+    try:
+        scripted = torch.jit.script(build_raw_model(network, fitted))
+    except Exception as err:
+        log.info("scripting the raw-input model failed (%s); tracing the network", err)
+        example = torch.zeros(2, len(fitted.output_columns()))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings
+            traced = torch.jit.trace(network, example)
+        scripted = torch.jit.script(RawInputModel(TorchTransform(fitted), traced).eval())
+    scripted.save(str(path))
     fitted.save(out_dir / FITTED_FILE)
     return path
