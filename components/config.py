@@ -22,27 +22,45 @@ from components.frameworks import check_framework, framework_names
 
 
 class Framework(StrEnum):
-    """The pipeline's framework choice: one framework's branch, or `both` side by side.
+    """Shorthand names of the built-in framework packages, and `both`.
 
-    A step config takes one registered framework (:data:`FrameworkName`), whichever
-    adapters the registry (components.frameworks) holds.
+    What a run accepts is the registry's (components.frameworks), not this list:
+    :data:`FrameworkChoice` for the pipeline (one registered framework, or `both`),
+    :data:`FrameworkName` for a step (one registered framework).
+    tests/test_frameworks.py checks that the shorthands and the registry agree.
     """
 
     TORCH = "torch"
     TENSORFLOW = "tensorflow"
     BOTH = "both"
 
-    def frameworks(self) -> tuple[str, ...]:
-        """The frameworks this choice trains: every registered one for `both`."""
-        return framework_names() if self is Framework.BOTH else (self.value,)
+
+BOTH = Framework.BOTH.value  # the pipeline's choice of every framework side by side
+
+
+def frameworks_of(choice: str) -> tuple[str, ...]:
+    """The frameworks a pipeline choice trains: every registered one for `both`."""
+    return framework_names() if choice == BOTH else (str(choice),)
+
+
+def check_choice(name: str) -> str:
+    """A pydantic validator: a registered framework or `both`."""
+    if name == BOTH:
+        return BOTH
+    try:
+        return check_framework(name)
+    except ValueError:
+        raise ValueError(f"unknown framework '{name}'; choose one of: "
+                         f"{', '.join([*framework_names(), BOTH])}") from None
 
 
 def _one_framework(name: str) -> str:
-    if name == Framework.BOTH:
+    if name == BOTH:
         raise ValueError("a step runs one framework; 'both' is split by the pipeline")
     return check_framework(name)
 
 
+FrameworkChoice = Annotated[str, AfterValidator(check_choice)]
 FrameworkName = Annotated[str, AfterValidator(_one_framework)]
 
 

@@ -81,9 +81,5 @@ def configure_logging(level: int = logging.INFO) -> None:
         handler._twinflow = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(level)
-    from components.frameworks import framework_names, get_adapter
-
-    frameworks = [name for fw in framework_names() for name in get_adapter(fw).noisy_loggers]
-    for noisy in ("alembic", "mlflow.store.db.utils", "urllib3", "matplotlib", "absl",
-                  *frameworks):
+    for noisy in ("alembic", "mlflow.store.db.utils", "urllib3", "matplotlib", "absl"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -11,12 +11,14 @@ from typing import Any
 
 from kfp import dsl
 
-from components.frameworks import framework_names
+from components.frameworks import framework_names, get_adapter
 from components.settings import get_settings
 
 # Image kind -> image name: the framework-free steps, one image per framework (its
 # adapter's ``image``, named step-<kind> and built from images/step-<kind>/), serving.
-IMAGES = {"base": "step-base", **{name: f"step-{name}" for name in framework_names()},
+IMAGES = {"base": "step-base",
+          **{kind: f"step-{kind}" for kind in dict.fromkeys(
+              get_adapter(name).image for name in framework_names())},
           "serving": "serving"}
 
 
@@ -37,6 +39,4 @@ def step_component(func: Callable[..., Any], kind: str) -> Any:
 
 def framework_components(func: Callable[..., Any]) -> dict[str, Any]:
     """One component of ``func`` per registered framework, each on that framework's image."""
-    from components.frameworks import get_adapter
-
     return {name: step_component(func, get_adapter(name).image) for name in framework_names()}

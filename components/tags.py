@@ -11,6 +11,7 @@ returns keys as strings, and a constant drops into dict literals and
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Final
 
 # --- run tags (``twinflow.`` namespace, beside MLflow's own ``mlflow.*``) ---
@@ -60,3 +61,15 @@ COMPRESSION_BYTES_TAG: Final = "compression_bytes"
 COMPRESSION_ACCURACY_TAG: Final = "compression_accuracy"
 SERVING_EXPORT_TAG: Final = "serving_export"
 SERVING_INPUT_TAG: Final = "serving_input"
+
+
+class Step(StrEnum):
+    """The pipeline's steps as their runs are tagged (``STEP_TAG``) and found again."""
+
+    INGEST = "ingest"
+    TRANSFORM = "transform"
+    TRAIN = "train"
+    EVALUATE = "evaluate"
+    COMPRESS = "compress"
+    PUSH = "push"
+    COMPARE = "compare"

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from components.config import frameworks_of
 from components.settings import get_settings
 from components.tracking import ensure_reachable
 from pipelines.params import PipelineParams
@@ -62,7 +63,7 @@ def _execute(params: PipelineParams, home: Path) -> bool:
 
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False),
                    pipeline_root=str(home / "pipeline_root"), raise_on_error=True)
-    frameworks = list(params.framework.frameworks())
+    frameworks = list(frameworks_of(params.framework))
     try:
         with warnings.catch_warnings(), warm_python(frameworks) as python, \
                 _runner_python(python):

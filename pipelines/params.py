@@ -16,20 +16,24 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field
 
 from components.config import (
+    BOTH,
     CompressParams,
     EvaluateParams,
-    Framework,
+    FrameworkChoice,
     IngestParams,
     Priority,
     PushParams,
     TrainParams,
 )
+from components.frameworks import framework_names
 
 
 class _FrameworkParams(BaseModel):
     """The framework choice, a base of its own so that it is the first field."""
 
-    framework: Framework = Field(default=Framework.TORCH, description="Training framework.")
+    framework: FrameworkChoice = Field(
+        default=framework_names()[0],
+        description=f"Training framework: {', '.join([*framework_names(), BOTH])}.")
 
 
 class PipelineParams(PushParams, CompressParams, EvaluateParams, TrainParams, IngestParams,

@@ -13,7 +13,7 @@ from kfp import dsl
 
 from components.compare.component import compare_op
 from components.compress.component import compress_ops
-from components.config import Framework
+from components.config import BOTH, frameworks_of
 from components.evaluate.component import evaluate_ops
 from components.ingest.component import ingest_op
 from components.lifecycle.component import finish_run_op, start_run_op
@@ -72,11 +72,11 @@ def _pipeline(*args: Any, **kwargs: Any) -> None:
         raw = ingest.outputs["dataset"]
         transform = _step(transform_op, p, parent_run_id=parent, dataset=raw)
         data = transform.outputs["transformed"]
-        frameworks = Framework.BOTH.frameworks()  # the registry's, in its order
+        frameworks = frameworks_of(BOTH)  # the registry's, in its order
         for fw in frameworks:
             with dsl.If(p.framework == fw, name=f"{fw}-only"):
                 _framework_tail(fw, parent, data, raw, p)
-        with dsl.If(p.framework == Framework.BOTH.value, name="both-frameworks"):
+        with dsl.If(p.framework == BOTH, name="both-frameworks"):
             # Every tail in one branch so that compare may wait for them (KFP forbids
             # depending on tasks inside another dsl.If).
             done = [t for fw in frameworks for t in _framework_tail(fw, parent, data, raw, p)]

@@ -8,8 +8,9 @@ from typing import Annotated
 
 import typer
 
-from components.config import Framework, model_name_for
+from components.config import model_name_for
 from components.errors import TwinflowError
+from components.frameworks import framework_names
 from components.settings import get_settings
 
 
@@ -19,9 +20,10 @@ def serve(
              "default: the digits model of --framework.")] = "",
     model_dir: Annotated[Path | None, typer.Option(
         "--model-dir", help="Serve a local exports directory instead of the registry.")] = None,
-    framework: Annotated[Framework, typer.Option(
-        "--framework", "-f", help="Which default model when --model is not given.")
-                         ] = Framework.TORCH,
+    framework: Annotated[str, typer.Option(
+        "--framework", "-f", help="Which default model when --model is not given: "
+                                  f"{', '.join(framework_names())}.")
+                         ] = framework_names()[0],
     export: Annotated[str, typer.Option(
         help="Entry of export.json to serve (default: the raw-input entry, which takes raw "
              "rows, if the exports have one; else the preferred, compressed entry).")] = "",
@@ -40,9 +42,9 @@ def serve(
     if model_dir is not None and model:
         typer.echo("twinflow: error: give --model or --model-dir, not both", err=True)
         raise typer.Exit(code=1)
-    if model_dir is None and not model and framework == Framework.BOTH:
-        typer.echo("twinflow: error: --framework both: pick torch or tensorflow, or --model",
-                   err=True)
+    if model_dir is None and not model and framework not in framework_names():
+        typer.echo(f"twinflow: error: --framework {framework}: pick one of "
+                   f"{', '.join(framework_names())}, or --model", err=True)
         raise typer.Exit(code=1)
     if model_dir is None:
         model = model or model_name_for("", "digits", framework)

@@ -107,7 +107,7 @@ def submit(params: PipelineParams, tracking_uri: str, host: str | None = None,
         client = kfp.Client(host=host, existing_token=token)
         run = client.create_run_from_pipeline_package(
             str(package), arguments={}, experiment_name=experiment,
-            run_name=f"twinflow-{params.framework.value}")
+            run_name=f"twinflow-{params.framework}")
     url = f"{host}/#/runs/details/{run.run_id}"
     log.info("submitted run %s: %s", run.run_id, url)
     state = _follow(client, run.run_id, timeout, poll) if wait else "SUBMITTED"

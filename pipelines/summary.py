@@ -18,6 +18,7 @@ from components.tags import (
     REGISTERED_MODEL_TAG,
     STEP_TAG,
     VERDICT_TAG,
+    Step,
 )
 from components.tracking import find_pipeline_run
 
@@ -78,10 +79,10 @@ def _results(children: list[Run]) -> list[FrameworkResult]:
     by_step = {(c.data.tags.get(STEP_TAG), c.data.tags.get(FRAMEWORK_TAG)): c for c in children}
     results = []
     for fw in framework_names():
-        evaluation = by_step.get(("evaluate", fw))
+        evaluation = by_step.get((Step.EVALUATE, fw))
         if evaluation is None:
             continue
-        push = by_step.get(("push", fw))
+        push = by_step.get((Step.PUSH, fw))
         blessed = evaluation.data.tags.get(BLESSED_TAG)
         model = None
         if push is not None and MODEL_VERSION_TAG in push.data.tags:

@@ -31,10 +31,14 @@ def main(args: list[str]) -> int:
     conn = _connect(path) if path else None
     if conn is None:
         failed = f"{path}.failed"
-        if path and os.environ.get(STRICT_ENV) == "1" and os.path.exists(failed):
-            with open(failed, encoding="utf-8") as why:
-                sys.stderr.write(f"twinflow: warm interpreter failed to preload:\n{why.read()}")
-            return 1
+        if path and os.path.exists(failed):
+            if os.environ.get(STRICT_ENV) == "1":
+                with open(failed, encoding="utf-8") as why:
+                    sys.stderr.write(f"twinflow: warm interpreter failed to preload:\n"
+                                     f"{why.read()}")
+                return 1
+            sys.stderr.write(f"twinflow: warm interpreter failed to preload (see {failed}); "
+                             "running this task cold\n")
         real = os.environ[REAL_PYTHON_ENV]
         os.execv(real, [real, *args])
     payload = json.dumps({"argv": args, "env": dict(os.environ), "cwd": os.getcwd()}).encode()

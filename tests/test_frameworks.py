@@ -136,3 +136,15 @@ def test_tabular_data_trains_an_mlp(fw: Framework, tmp_path: Path, store: str) -
     test = read_arrays(tmp_path / "data", Split.TEST, meta)
     pred = adapter.predict_proba(adapter.load_model(tmp_path / "model"), test.x).argmax(1)
     assert (pred == test.y).mean() > 0.85
+
+
+def test_the_framework_shorthands_are_the_registry() -> None:
+    """`Framework` only names the registry's packages (and `both`), and the pipeline's
+    choice is validated by the registry, not by that enum."""
+    from components.config import BOTH, check_choice
+
+    assert {f.value for f in Framework} - {BOTH} == set(framework_names())
+    assert check_choice(BOTH) == BOTH and check_choice("torch") == "torch"
+    with pytest.raises(ValueError, match="unknown framework 'jax'; choose one of: torch, "
+                                         "tensorflow, both"):
+        check_choice("jax")

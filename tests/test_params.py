@@ -75,6 +75,25 @@ def _options(command: str) -> dict[str, Any]:
     return {p.name: p for p in commands[command].params if p.name}
 
 
+@pytest.mark.parametrize(("params", "op"), [
+    ("IngestParams", "ingest_op"), ("TrainParams", "train_ops"),
+    ("EvaluateParams", "evaluate_ops"), ("CompressParams", "compress_ops"),
+    ("PushParams", "push_ops")])
+def test_every_step_parameter_is_declared_by_its_component(params: str, op: str) -> None:
+    """A field added to a step's *Params must also be an input of that step's component
+    (else the pipeline would silently never pass it)."""
+    import importlib
+
+    import components.config as config
+
+    module = importlib.import_module(f"components.{op.split('_')[0]}.component")
+    ops = getattr(module, op)
+    for component in ops.values() if isinstance(ops, dict) else [ops]:
+        declared = set(component.component_spec.inputs or {})
+        missing = set(getattr(config, params).model_fields) - declared
+        assert not missing, f"{op}: {sorted(missing)} not inputs of the component"
+
+
 @pytest.mark.parametrize(("command", "fields"), [("run", RUN_FIELDS),
                                                  ("compile", COMPILE_FIELDS),
                                                  ("submit", SUBMIT_FIELDS)])
@@ -134,7 +153,7 @@ def test_a_field_added_in_one_place_reaches_signature_and_cli() -> None:
     runner = CliRunner()
     assert "A parameter added in one place." in runner.invoke(cli, ["--help"]).output
     assert runner.invoke(cli, ["--knob", "3", "--framework", "both"]).exit_code == 0
-    assert (seen[0].knob, seen[0].framework.value, seen[0].epochs) == (3, "both", 10)
+    assert (seen[0].knob, seen[0].framework, seen[0].epochs) == (3, "both", 10)
 
 
 def test_a_command_option_named_like_a_field_is_refused() -> None:

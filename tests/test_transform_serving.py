@@ -44,7 +44,9 @@ def test_exported_raw_model_matches_training_predictions(
     rows = pd.concat([rows, pd.DataFrame({"size": [np.nan], "weight": [None], "colour": ["teal"],
                                           "shape": [None]})], ignore_index=True)
     extra = adapter.predict_proba(model, fitted.apply(rows.tail(1)))
-    path = adapter.export_raw_model(model, fitted, tmp_path / "export")
+    raw_model = adapter.raw_model(tmp_path / "export")
+    assert raw_model is not None
+    path = adapter.export_raw_model(model, fitted, raw_model.path)
     assert adapter.raw_format is not None
     served = load_raw_predictor(adapter.raw_format, path)(rows)
     assert served.shape == (len(test_raw) + 1, meta.n_classes)

@@ -13,9 +13,10 @@ def compare(parent_run_id: str, prefer: str, report: Output[HTML]) -> str:
     from components.compare.report import log_report
     from components.config import Priority
     from components.errors import step_errors
+    from components.tags import Step
     from components.tracking import step_run
 
-    with step_errors("compare"), step_run(parent_run_id, "compare"):
+    with step_errors(Step.COMPARE), step_run(parent_run_id, Step.COMPARE):
         comparison = collect(parent_run_id)
         line, page = log_report(comparison, Priority(prefer))
         Path(report.path).write_text(page, encoding="utf-8")

@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from components.config import Priority
 from components.errors import TwinflowError
 from components.frameworks import framework_names, get_adapter
-from components.tags import BLESSED_TAG, FRAMEWORK_TAG, STEP_TAG
+from components.tags import BLESSED_TAG, FRAMEWORK_TAG, STEP_TAG, Step
 
 
 @dataclass(frozen=True)
@@ -36,22 +36,22 @@ class Row(Enum):
     """The compared figures, in table order. Code looks a figure up by its member, so a
     reworded label only changes what is shown."""
 
-    TEST_ACCURACY = RowSpec("test accuracy", "evaluate", "test_accuracy", True)
-    F1_MACRO = RowSpec("macro F1", "evaluate", "test_f1_macro", True)
-    TRAIN_SECONDS = RowSpec("train time (s)", "train", "train_seconds", False)
-    TRAIN_THROUGHPUT = RowSpec("train throughput (samples/s)", "train",
+    TEST_ACCURACY = RowSpec("test accuracy", Step.EVALUATE, "test_accuracy", True)
+    F1_MACRO = RowSpec("macro F1", Step.EVALUATE, "test_f1_macro", True)
+    TRAIN_SECONDS = RowSpec("train time (s)", Step.TRAIN, "train_seconds", False)
+    TRAIN_THROUGHPUT = RowSpec("train throughput (samples/s)", Step.TRAIN,
                                "train_samples_per_second", True)
-    TRAIN_PEAK_MEMORY = RowSpec("train peak memory (MiB)", "train", "peak_rss_mb", False)
-    FP32_SIZE = RowSpec("fp32 model size (KiB)", "compress", "fp32_bytes", False, 1 / 1024)
-    INT8_SIZE = RowSpec("int8 model size (KiB)", "compress", "int8_bytes", False, 1 / 1024)
-    INT8_ACCURACY = RowSpec("int8 test accuracy", "compress", "int8_accuracy", True)
-    FP32_LATENCY_P50 = RowSpec("fp32 latency p50, batch 1 (ms)", "compress",
+    TRAIN_PEAK_MEMORY = RowSpec("train peak memory (MiB)", Step.TRAIN, "peak_rss_mb", False)
+    FP32_SIZE = RowSpec("fp32 model size (KiB)", Step.COMPRESS, "fp32_bytes", False, 1 / 1024)
+    INT8_SIZE = RowSpec("int8 model size (KiB)", Step.COMPRESS, "int8_bytes", False, 1 / 1024)
+    INT8_ACCURACY = RowSpec("int8 test accuracy", Step.COMPRESS, "int8_accuracy", True)
+    FP32_LATENCY_P50 = RowSpec("fp32 latency p50, batch 1 (ms)", Step.COMPRESS,
                                "latency_p50_ms_fp32", False)
-    FP32_LATENCY_P99 = RowSpec("fp32 latency p99, batch 1 (ms)", "compress",
+    FP32_LATENCY_P99 = RowSpec("fp32 latency p99, batch 1 (ms)", Step.COMPRESS,
                                "latency_p99_ms_fp32", False)
-    INT8_LATENCY_P50 = RowSpec("int8 latency p50, batch 1 (ms)", "compress",
+    INT8_LATENCY_P50 = RowSpec("int8 latency p50, batch 1 (ms)", Step.COMPRESS,
                                "latency_p50_ms_int8", False)
-    INT8_LATENCY_P99 = RowSpec("int8 latency p99, batch 1 (ms)", "compress",
+    INT8_LATENCY_P99 = RowSpec("int8 latency p99, batch 1 (ms)", Step.COMPRESS,
                                "latency_p99_ms_int8", False)
 
     @property
@@ -99,7 +99,7 @@ def collect(parent_run_id: str) -> Comparison:
     children = client.search_runs([parent.info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
     by_step = {(c.data.tags.get(STEP_TAG), c.data.tags.get(FRAMEWORK_TAG)): c for c in children}
-    figures = [_figures(fw, by_step) for fw in framework_names() if ("evaluate", fw) in by_step]
+    figures = [_figures(fw, by_step) for fw in framework_names() if (Step.EVALUATE, fw) in by_step]
     if len(figures) < 2:
         raise TwinflowError(f"run {parent_run_id} has no evaluated "
                             f"{'/'.join(framework_names())} pair to compare; run with "
@@ -114,7 +114,7 @@ def _figures(fw: str, by_step: dict[tuple[str | None, str | None], Run]) -> Fram
         run = by_step.get((spec.step, fw))
         value = run.data.metrics.get(spec.metric) if run else None
         values[row] = None if value is None else value * spec.scale
-    evaluation = by_step[("evaluate", fw)]
+    evaluation = by_step[(Step.EVALUATE, fw)]
     blessed = evaluation.data.tags.get(BLESSED_TAG)
     per_class = {k.removeprefix("f1_"): v for k, v in evaluation.data.metrics.items()
                  if k.startswith("f1_")}

@@ -36,7 +36,7 @@ def charts(comparison: Comparison) -> dict[str, Figure]:
         data = _chart_data(comparison, rows)
         fig, ax = plt.subplots(figsize=(7, 3.5))
         data.plot.bar(ax=ax, rot=15)
-        ax.set_title(f"torch vs tensorflow: {name}")
+        ax.set_title(f"{' vs '.join(f.framework for f in comparison.frameworks)}: {name}")
         ax.set_xlabel("")
         fig.tight_layout()
         figures[name] = fig

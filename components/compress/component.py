@@ -14,9 +14,10 @@ def compress(parent_run_id: str, framework: str, max_accuracy_drop: float,
     from components.compress.core import run_compress
     from components.config import CompressConfig
     from components.errors import step_errors
+    from components.tags import Step
     from components.tracking import step_run
 
-    with step_errors("compress"), step_run(parent_run_id, "compress", framework):
+    with step_errors(Step.COMPRESS), step_run(parent_run_id, Step.COMPRESS, framework):
         config = CompressConfig(framework=framework, max_accuracy_drop=max_accuracy_drop,
                                 pruning_sparsity=pruning_sparsity)
         result = run_compress(config, Path(data.path), Path(model.path), Path(exports.path))

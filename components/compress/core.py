@@ -32,7 +32,7 @@ from components.compress.variants import Selection, VariantResult, measure, sele
 from components.config import CompressConfig
 from components.data.dataset import Split, read_arrays, read_metadata
 from components.export.candidates import Built, Candidate, RawModel
-from components.export.manifest import ExportEntry, ExportFormat, ExportManifest
+from components.export.manifest import FP32, ExportEntry, ExportFormat, ExportManifest
 from components.export.raw import probe_rows, raw_exports
 from components.export.runtime import softmax
 from components.export.verify import verify_exports
@@ -103,7 +103,7 @@ def _write_exports(built: Built, results: list[VariantResult], selection: Select
     raw-input entries; plus the source entry of each raw one (see ``RawExports``)."""
     sizes = {r.name: r.bytes for r in results}
     entries = {c.name: _entry(c, c.path.relative_to(out_dir), sizes[c.name])
-               for c in built.candidates if c.variant == "fp32"}
+               for c in built.candidates if c.variant == FP32}
     preferred = "onnx"
     if selection.best is not None:
         chosen = next(c for c in built.candidates if c.name == selection.best.name)
@@ -141,7 +141,7 @@ def _references(built: Built, manifest: ExportManifest, out_dir: Path,
     from components.export.runtime import load_predictor
 
     fp32 = built.reference(x)
-    return {name: fp32 if entry.variant == "fp32"
+    return {name: fp32 if entry.variant == FP32
             else load_predictor(entry.format, out_dir / entry.path)(x)
             for name, entry in manifest.entries.items() if entry.input == "transformed"}
 
@@ -162,7 +162,7 @@ def _raw_references(built: Built, manifest: ExportManifest, out_dir: Path,
     fp32 = softmax(built.reference(x))
     for name, source in sources.items():
         entry = manifest.entries.get(source)
-        references[name] = (fp32 if entry is None or entry.variant == "fp32"
+        references[name] = (fp32 if entry is None or entry.variant == FP32
                             else softmax(load_predictor(entry.format, out_dir / entry.path)(x)))
     return rows
 

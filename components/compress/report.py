@@ -9,6 +9,7 @@ import mlflow
 
 from components.compress.variants import Selection, VariantResult
 from components.config import CompressConfig
+from components.export.manifest import FP32
 
 log = logging.getLogger(__name__)
 TABLE_FILE = "compression/variants.json"
@@ -29,7 +30,7 @@ def table_columns(results: Sequence[VariantResult], selection: Selection,
     """Column-wise table (mlflow.log_table's dict form) with the gate verdict per row."""
     rows = []
     for r in results:
-        verdict = ("fp32" if r.is_fp32 else "chosen" if r.name == chosen
+        verdict = (FP32 if r.is_fp32 else "chosen" if r.name == chosen
                    else selection.rejected.get(r.name, "passed"))
         rows.append({**r.row(), **{k: round(v, 4) for k, v in ratios(r, results).items()},
                      "gate": verdict})

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from components.export.candidates import FP32, Candidate
-from components.export.manifest import path_bytes
+from components.export.candidates import Candidate
+from components.export.manifest import FP32, path_bytes
 from components.export.runtime import Predict, load_predictor
 
 log = logging.getLogger(__name__)

@@ -25,9 +25,10 @@ def evaluate(parent_run_id: str, framework: str, model_name: str, min_accuracy: 
     from components.config import EvaluateConfig
     from components.errors import step_errors
     from components.evaluate.core import run_evaluate
+    from components.tags import Step
     from components.tracking import log_metrics_batch, step_run
 
-    with step_errors("evaluate"), step_run(parent_run_id, "evaluate", framework):
+    with step_errors(Step.EVALUATE), step_run(parent_run_id, Step.EVALUATE, framework):
         config = EvaluateConfig(framework=framework, model_name=model_name,
                                 min_accuracy=min_accuracy, tolerance=tolerance,
                                 min_f1_macro=min_f1_macro, min_improvement=min_improvement,

@@ -12,11 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from components.export.manifest import ExportFormat
+from components.export.manifest import FP32, ExportFormat
 from components.export.runtime import Predict
 from components.transform.fitted import FittedTransform
 
-FP32 = "fp32"
 RawExporter = Callable[[FittedTransform, Path], Path]  # writes a raw version of one entry
 
 

@@ -24,6 +24,7 @@ from components.errors import DataError
 MANIFEST_FILE = "export.json"
 EXPORTS_ARTIFACT_PATH = "exports"
 
+FP32 = "fp32"  # the variant name of an uncompressed export
 
 class ExportFormat(StrEnum):
     """Serialisation formats a model server can load."""
@@ -48,7 +49,7 @@ class ExportEntry(BaseModel):
 
     format: ExportFormat
     path: str = Field(min_length=1)
-    variant: str = Field(default="fp32", description="fp32, or the compression variant.")
+    variant: str = Field(default=FP32, description="fp32, or the compression variant.")
     bytes: int = Field(default=0, ge=0)
     input: Literal["transformed", "raw"] = "transformed"
 
@@ -98,7 +99,7 @@ class ExportManifest(BaseModel):
         a batch-1 call several times faster than TorchScript or a SavedModel signature),
         else the first."""
         raw = [k for k, e in self.entries.items() if e.input == "raw"]
-        ranked = sorted(raw, key=lambda k: (self.entries[k].variant == "fp32",
+        ranked = sorted(raw, key=lambda k: (self.entries[k].variant == FP32,
                                             self.entries[k].format != ExportFormat.ONNX))
         return ranked[0] if ranked else None
 

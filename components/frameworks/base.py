@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 from tqdm import tqdm
@@ -184,8 +184,6 @@ class FrameworkAdapter(ABC):
     preload: ClassVar[tuple[str, ...]] = ()
     #: What the framework's steps write, as the comparison report lists it.
     export_formats: ClassVar[str] = ""
-    #: Loggers of the framework quieted to warnings in step logs.
-    noisy_loggers: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def build_model(self, spec: ModelSpec, seed: int) -> Any:
@@ -225,8 +223,10 @@ class FrameworkAdapter(ABC):
                        config: CompressConfig, out_dir: Path, work: Path) -> Built:
         """fp32 exports into ``out_dir`` (they ship), compressed candidates into ``work``."""
 
-    def export_raw_model(self, model: Any, fitted: FittedTransform, out_dir: Path) -> Path:
-        """Write the network with the fitted transform in front into ``out_dir``."""
+    def export_raw_model(self, model: Any, fitted: FittedTransform, path: Path) -> Path:
+        """Write the network with the fitted transform in front to ``path`` (a file or a
+        directory, as the format has it; :meth:`raw_model` says where), the transform's
+        JSON beside it."""
         raise NotImplementedError(f"{self.name} writes no raw-input model")
 
     def raw_model(self, model_dir: Path) -> RawModel | None:
@@ -250,52 +250,87 @@ class FrameworkAdapter(ABC):
         return ["python"]
 
 
+class TrainingModule(Protocol):
+    """What a framework package's ``training`` module defines (mypy checks each package's
+    module against it: see the ``TYPE_CHECKING`` block of each adapter)."""
+
+    def build_model(self, spec: ModelSpec, seed: int) -> Any: ...
+
+    def train(self, spec: ModelSpec, train: ArraySplit, val: ArraySplit, config: TrainConfig,
+              ctx: TrainContext, on_epoch: EpochCallback) -> Any: ...
+
+    def device_count(self) -> int: ...
+
+    def predict_proba(self, model: Any, x: np.ndarray) -> np.ndarray: ...
+
+    def count_params(self, model: Any) -> int: ...
+
+    def save_model(self, model: Any, spec: ModelSpec, model_dir: Path) -> None: ...
+
+    def load_model(self, model_dir: Path) -> Any: ...
+
+    def log_model(self, model: Any, name: str, sample: np.ndarray) -> str: ...
+
+
+class VariantsModule(Protocol):
+    """What a framework package's ``variants`` module defines."""
+
+    def build_variants(self, model: Any, spec: ModelSpec, train: ArraySplit,
+                       config: CompressConfig, out_dir: Path, work: Path) -> Built: ...
+
+
+class RawLayerModule(Protocol):
+    """What a framework package's ``raw_layer`` module defines."""
+
+    def export_raw_model(self, model: Any, fitted: FittedTransform, path: Path) -> Path: ...
+
+
 class PackageAdapter(FrameworkAdapter):
-    """An adapter over a package laid out like MLflow's flavors: modules ``training``
-    (build_model, train, device_count, predict_proba, save_model, load_model, log_model),
-    ``variants`` (build_variants) and ``raw_layer`` (export_raw_model), each function
-    with the shared name. Each method imports its module when first called, so the
-    adapter itself stays free of the framework."""
+    """An adapter over a package laid out like MLflow's flavors: modules ``training``,
+    ``variants`` and ``raw_layer`` with the functions of :class:`TrainingModule`,
+    :class:`VariantsModule` and :class:`RawLayerModule`. Each method imports its
+    module when first called, so the adapter itself stays free of the framework."""
 
     #: The package holding the modules, e.g. ``components.frameworks.torch``.
     package: ClassVar[str]
 
-    def _module(self, name: str) -> Any:
-        return importlib.import_module(f"{self.package}.{name}")
+    def _training(self) -> TrainingModule:
+        module: TrainingModule = importlib.import_module(f"{self.package}.training")
+        return module
 
     def build_model(self, spec: ModelSpec, seed: int) -> Any:
-        return self._module("training").build_model(spec, seed)
+        return self._training().build_model(spec, seed)
 
     def train(self, spec: ModelSpec, train: ArraySplit, val: ArraySplit, config: TrainConfig,
               ctx: TrainContext, on_epoch: EpochCallback) -> Any:
-        return self._module("training").train(spec, train, val, config, ctx, on_epoch)
+        return self._training().train(spec, train, val, config, ctx, on_epoch)
 
     def device_count(self) -> int:
-        return int(self._module("training").device_count())
+        return self._training().device_count()
 
     def predict_proba(self, model: Any, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self._module("training").predict_proba(model, x))
+        return self._training().predict_proba(model, x)
 
     def count_params(self, model: Any) -> int:
-        return int(self._module("training").count_params(model))
+        return self._training().count_params(model)
 
     def save_model(self, model: Any, spec: ModelSpec, model_dir: Path) -> None:
-        self._module("training").save_model(model, spec, model_dir)
+        self._training().save_model(model, spec, model_dir)
 
     def load_model(self, model_dir: Path) -> Any:
-        return self._module("training").load_model(model_dir)
+        return self._training().load_model(model_dir)
 
     def log_model(self, model: Any, name: str, sample: np.ndarray) -> str:
-        return str(self._module("training").log_model(model, name, sample))
+        return self._training().log_model(model, name, sample)
 
     def build_variants(self, model: Any, spec: ModelSpec, train: ArraySplit,
                        config: CompressConfig, out_dir: Path, work: Path) -> Built:
-        built: Built = self._module("variants").build_variants(model, spec, train, config,
-                                                                out_dir, work)
-        return built
+        variants: VariantsModule = importlib.import_module(f"{self.package}.variants")
+        return variants.build_variants(model, spec, train, config, out_dir, work)
 
-    def export_raw_model(self, model: Any, fitted: FittedTransform, out_dir: Path) -> Path:
-        return Path(self._module("raw_layer").export_raw_model(model, fitted, out_dir))
+    def export_raw_model(self, model: Any, fitted: FittedTransform, path: Path) -> Path:
+        raw_layer: RawLayerModule = importlib.import_module(f"{self.package}.raw_layer")
+        return raw_layer.export_raw_model(model, fitted, path)
 
 
 class EpochProgress:

@@ -21,9 +21,10 @@ def ingest(parent_run_id: str, source: str, label: str, val_fraction: float,
     from components.config import IngestConfig
     from components.errors import ConfigError, step_errors
     from components.ingest.core import run_ingest
+    from components.tags import Step
     from components.tracking import step_run
 
-    with step_errors("ingest"), step_run(parent_run_id, "ingest"):
+    with step_errors(Step.INGEST), step_run(parent_run_id, Step.INGEST):
         try:
             extra = json.loads(ingest_options or "{}")
         except json.JSONDecodeError as err:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from components.config import Framework
+from components.config import check_choice
 from components.errors import ConfigError
 from components.tracking import configure, finish_pipeline_run, start_pipeline_run
 
@@ -20,9 +20,10 @@ log = logging.getLogger(__name__)
 def start(run_key: str, experiment: str, params: dict[str, str]) -> str:
     """Validate run-wide parameters and open the parent run; return its id."""
     framework = params.get("framework", "")
-    if framework not in {f.value for f in Framework}:
-        raise ConfigError(f"unknown framework '{framework}'; choose one of: "
-                          + ", ".join(f.value for f in Framework))
+    try:
+        check_choice(framework)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     configure()
     name = f"{params.get('dataset', 'pipeline')}-{framework}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     run_id = start_pipeline_run(run_key, experiment, name, params)

@@ -15,9 +15,10 @@ def push(parent_run_id: str, framework: str, model_name: str, namespace: str,
     from components.config import PushConfig
     from components.errors import step_errors
     from components.push.core import run_push
+    from components.tags import Step
     from components.tracking import step_run
 
-    with step_errors("push"), step_run(parent_run_id, "push", framework):
+    with step_errors(Step.PUSH), step_run(parent_run_id, Step.PUSH, framework):
         config = PushConfig(framework=framework, model_name=model_name, namespace=namespace,
                             predictor=predictor, canary_percent=canary_percent)
         values = json.loads(Path(metrics.path).read_text(encoding="utf-8"))

@@ -22,7 +22,7 @@ from components.compress.core import COMPRESSION_FILE
 from components.config import PushConfig, model_name_for
 from components.data.dataset import DatasetMetadata, Split, read_arrays, read_metadata
 from components.errors import DataError, TwinflowError
-from components.export.manifest import EXPORTS_ARTIFACT_PATH, ExportManifest
+from components.export.manifest import EXPORTS_ARTIFACT_PATH, FP32, ExportManifest
 from components.frameworks import get_adapter
 from components.push.serving import pushed_inference_service
 from components.tags import (
@@ -99,7 +99,7 @@ def _compression_tags(exports_dir: Path, manifest: ExportManifest) -> dict[str, 
     """Version tags of the preferred export (its variant, format, size and test accuracy)
     and of what the model server serves by default (raw rows in, or transformed)."""
     entry = manifest.entries[manifest.preferred]
-    tags = {COMPRESSION_VARIANT_TAG: manifest.preferred if entry.variant != "fp32" else "none",
+    tags = {COMPRESSION_VARIANT_TAG: manifest.preferred if entry.variant != FP32 else "none",
             COMPRESSION_FORMAT_TAG: entry.format.value, COMPRESSION_BYTES_TAG: str(entry.bytes),
             SERVING_EXPORT_TAG: manifest.serving_default,
             SERVING_INPUT_TAG: manifest.entries[manifest.serving_default].input}

@@ -28,7 +28,7 @@ from pathlib import PurePosixPath
 from typing import Any, Literal
 
 from components.errors import ConfigError, DataError
-from components.export.manifest import ExportEntry, ExportFormat, ExportManifest
+from components.export.manifest import FP32, ExportEntry, ExportFormat, ExportManifest
 from components.images import image
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ def pushed_inference_service(model_name: str, version: str, namespace: str,
     """
     export = exports.serving_default if predictor == "custom" else exports.preferred
     if predictor == "builtin" and not builtin_servable(exports.entries[export]):
-        ranked = sorted(exports.entries.items(), key=lambda kv: kv[1].variant == "fp32")
+        ranked = sorted(exports.entries.items(), key=lambda kv: kv[1].variant == FP32)
         servable = [name for name, entry in ranked if builtin_servable(entry)]
         if not servable:
             raise ConfigError(f"{model_name}: no export a KServe built-in runtime can load "

@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 from components.config import TrainConfig
+from components.errors import ConfigError
 from components.frameworks import get_adapter
 from components.frameworks.base import EpochMetrics
 from components.images import image
@@ -32,6 +33,9 @@ def wants_cluster(config: TrainConfig, settings: Settings) -> bool:
 def job_config(config: TrainConfig, run_id: str, settings: Settings) -> DistributedJobConfig:
     """The job for this step: image, worker command, placement, tracking URI."""
     adapter = get_adapter(config.framework)
+    if not adapter.job_kinds:
+        raise ConfigError(f"{config.framework} has no cluster training job; train it with "
+                          "one worker and no GPUs")
     kind = JobKind(config.cluster.job_kind) if config.cluster.job_kind else None
     launcher = adapter.cluster_launcher(kind or adapter.job_kinds[0])
     command = [*launcher, "-m", WORKER_MODULE, "--config",

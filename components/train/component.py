@@ -19,10 +19,11 @@ def train(parent_run_id: str, framework: str, epochs: int, batch_size: int,
 
     from components.config import ClusterOptions, TrainConfig
     from components.errors import step_errors
+    from components.tags import Step
     from components.tracking import step_run
     from components.train.core import run_train
 
-    with step_errors("train"), step_run(parent_run_id, "train", framework):
+    with step_errors(Step.TRAIN), step_run(parent_run_id, Step.TRAIN, framework):
         config = TrainConfig(framework=framework, epochs=epochs, batch_size=batch_size,
                              learning_rate=learning_rate, seed=seed, workers=workers,
                              precision=precision, resume=resume,

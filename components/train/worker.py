@@ -67,7 +67,7 @@ def save(adapter: FrameworkAdapter, model: object, spec: ModelSpec, data_dir: Pa
     fitted = data_dir / FITTED_FILE
     raw = adapter.raw_model(model_dir)
     if raw is not None and fitted.is_file():
-        path = adapter.export_raw_model(model, FittedTransform.load(fitted), raw.path.parent)
+        path = adapter.export_raw_model(model, FittedTransform.load(fitted), raw.path)
         log.info("raw-input model (transform + network) written to %s", path)
 
 

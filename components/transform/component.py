@@ -16,11 +16,12 @@ def transform(parent_run_id: str, dataset: Input[Dataset], transformed: Output[D
     from pathlib import Path
 
     from components.errors import ConfigError, step_errors
+    from components.tags import Step
     from components.tracking import step_run
     from components.transform.core import run_transform
     from components.transform.fitted import TransformConfig
 
-    with step_errors("transform"), step_run(parent_run_id, "transform"):
+    with step_errors(Step.TRANSFORM), step_run(parent_run_id, Step.TRANSFORM):
         try:
             config = TransformConfig.model_validate(json.loads(transform_options or "{}"))
         except json.JSONDecodeError as err:

@@ -5,17 +5,27 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from components.export.manifest import ExportFormat
 from components.frameworks.base import (
     PackageAdapter,
+    RawLayerModule,
     TrainContext,
+    TrainingModule,
+    VariantsModule,
     WorkerProcess,
 )
 from components.net import free_port
 from components.train.k8s.kinds import JobKind
 
 _PACKAGE = "components.frameworks.tensorflow"
+
+if TYPE_CHECKING:  # mypy checks the package's modules against the adapter's interface
+    from components.frameworks.tensorflow import raw_layer, training, variants
+
+    _MODULES: tuple[TrainingModule, VariantsModule, RawLayerModule] = (training, variants,
+                                                                       raw_layer)
 
 
 class TensorFlowAdapter(PackageAdapter):
@@ -33,7 +43,6 @@ class TensorFlowAdapter(PackageAdapter):
                "tensorflow_model_optimization", f"{_PACKAGE}.training", f"{_PACKAGE}.variants",
                f"{_PACKAGE}.export", f"{_PACKAGE}.raw_layer", f"{_PACKAGE}.tflite_raw",
                f"{_PACKAGE}.zoo")
-    noisy_loggers = ("tensorflow",)
 
     def context_from_env(self, checkpoint_dir: Path | None, resume: bool) -> TrainContext:
         """TF_CONFIG's worker list and task index (worker 0 is the chief)."""

@@ -26,8 +26,6 @@ import tf_keras as keras
 
 from components.transform.fitted import FITTED_FILE, FittedTransform
 
-RAW_MODEL_DIR = "saved_model_raw"
-
 
 class Impute(keras.layers.Layer):
     """Replace missing values: NaN in numeric columns, '' in string columns."""
@@ -97,11 +95,11 @@ def build_raw_model(model: keras.Model, fitted: FittedTransform) -> keras.Model:
     return keras.Model(inputs, model(features), name="raw_input_model")
 
 
-def export_raw_model(model: keras.Model, fitted: FittedTransform, out_dir: Path) -> Path:
-    """Save the raw-input model as a SavedModel (plus the transform JSON)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / RAW_MODEL_DIR
+def export_raw_model(model: keras.Model, fitted: FittedTransform, path: Path) -> Path:
+    """Save the raw-input model as a SavedModel directory ``path`` (the transform JSON
+    beside it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     raw = build_raw_model(model, fitted)
     raw.save(str(path), save_format="tf", include_optimizer=False)
-    fitted.save(out_dir / FITTED_FILE)
+    fitted.save(path.parent / FITTED_FILE)
     return path

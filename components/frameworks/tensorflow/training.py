@@ -15,6 +15,8 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
+import logging
+
 import mlflow
 import numpy as np
 import tensorflow as tf
@@ -36,6 +38,7 @@ from components.models.user import call_builder, pick_builder
 _POLICIES = {Precision.FP32: "float32", Precision.BF16: "mixed_bfloat16",
              Precision.FP16: "mixed_float16"}
 MODEL_FILE = "model.weights.h5"  # weights: a user's custom layers need no registry
+logging.getLogger("tensorflow").setLevel(logging.WARNING)  # its INFO lines flood step logs
 
 
 def build_model(spec: ModelSpec, seed: int) -> keras.Model:

@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from components.export.manifest import ExportFormat
 from components.frameworks.base import (
     PackageAdapter,
+    RawLayerModule,
     TrainContext,
+    TrainingModule,
+    VariantsModule,
     WorkerProcess,
 )
 from components.net import free_port
 from components.train.k8s.kinds import JobKind
 
 _PACKAGE = "components.frameworks.torch"
+
+if TYPE_CHECKING:  # mypy checks the package's modules against the adapter's interface
+    from components.frameworks.torch import raw_layer, training, variants
+
+    _MODULES: tuple[TrainingModule, VariantsModule, RawLayerModule] = (training, variants,
+                                                                       raw_layer)
 
 
 class TorchAdapter(PackageAdapter):

@@ -21,7 +21,6 @@ from torch import nn
 from components.transform.fitted import FITTED_FILE, FittedTransform
 
 log = logging.getLogger(__name__)
-RAW_MODEL_FILE = "model_raw.ts"
 
 
 class TorchTransform(nn.Module):
@@ -94,15 +93,15 @@ def build_raw_model(model: nn.Module, fitted: FittedTransform) -> nn.Module:
     return RawInputModel(TorchTransform(fitted), model.eval()).eval()
 
 
-def export_raw_model(model: nn.Module, fitted: FittedTransform, out_dir: Path) -> Path:
-    """Script the raw-input model and save it as TorchScript (plus the transform JSON).
+def export_raw_model(model: nn.Module, fitted: FittedTransform, path: Path) -> Path:
+    """Script the raw-input model and save it as the TorchScript file ``path`` (the
+    transform JSON beside it).
 
     A network that TorchScript cannot script (a user's model with Python control
     flow the compiler rejects) is traced on a transformed batch first; the
     transform around it is scripted either way (its string inputs cannot be traced).
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / RAW_MODEL_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
     network = model.eval()
     try:
         scripted = torch.jit.script(build_raw_model(network, fitted))
@@ -114,5 +113,5 @@ def export_raw_model(model: nn.Module, fitted: FittedTransform, out_dir: Path) -
             traced = torch.jit.trace(network, example)
         scripted = torch.jit.script(RawInputModel(TorchTransform(fitted), traced).eval())
     scripted.save(str(path))
-    fitted.save(out_dir / FITTED_FILE)
+    fitted.save(path.parent / FITTED_FILE)
     return path

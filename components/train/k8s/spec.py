@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from components.config import FrameworkName
-from components.frameworks import get_adapter
+from components.frameworks import framework_names, get_adapter
 from components.train.k8s.kinds import JobKind
 
 __all__ = ["DistributedJobConfig", "JobKind", "parse_quantity"]
@@ -105,7 +105,6 @@ class DistributedJobConfig(BaseModel):
     def _default_image(cls, data: Any) -> Any:
         """The framework's step image when none is given (the worker code is baked in)."""
         if isinstance(data, dict) and not data.get("image"):
-            from components.frameworks import framework_names
             from components.images import image
 
             framework = data.get("framework")
