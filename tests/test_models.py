@@ -212,3 +212,49 @@ def test_unknown_options_and_references_are_clear_errors(transformed: tuple[Path
                model_ref="no_such_module:build")
     with pytest.raises(ValueError, match="must be a JSON object"):
         TrainConfig(framework="torch", model_options="[1]")
+
+
+@pytest.mark.slow
+def test_cli_runs_a_user_model_file_and_serves_it(tmp_path: Path) -> None:
+    """`twinflow run --model nets.py`: the file's source travels in the run's parameters,
+    every step builds it, the registered version carries its name and digest, and
+    `twinflow serve` answers raw CSV rows with what the exports answer in process."""
+    import subprocess
+    import sys
+
+    from mlflow.tracking import MlflowClient
+
+    from components.tags import VERSION_MODEL_DIGEST_TAG, VERSION_MODEL_TAG
+    from tests.conftest import cli_env
+    from tests.test_pipeline_tabular import _served_champion_answers_raw_rows
+    from tests.test_transform_fit import mixed_frame
+
+    (tmp_path / "nets.py").write_text(USER_MODELS)
+    frame = mixed_frame(900, seed=5)
+    frame.to_csv(tmp_path / "shop.csv", index=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "run", "-q", "--framework", "torch",
+         "--data", "shop.csv", "--label", "label", "--epochs", "15", "--min-accuracy", "0.6",
+         "--model", "nets.py", "--model-options", '{"width": 32}', "--model-name", "shop-user"],
+        cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / '.twinflow' / 'mlflow.db'}")
+    version = client.get_model_version_by_alias("shop-user", "champion")
+    assert version.tags[VERSION_MODEL_TAG] == "nets.py"
+    assert version.tags[VERSION_MODEL_DIGEST_TAG] == digest(USER_MODELS)
+    classes = np.array(sorted(frame["label"].unique()))
+    _served_champion_answers_raw_rows(tmp_path, "shop-user", frame, classes)
+
+
+def test_cli_names_a_missing_model_file(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import cli_env
+
+    done = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "--model", "gone.py"],
+                          cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == "twinflow: error: --model gone.py: no such file"
+    assert not (tmp_path / ".twinflow" / "mlflow.db").exists()

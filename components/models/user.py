@@ -25,6 +25,7 @@ ZOO = ("linear", "mlp", "cnn", "resnet")
 IMAGE_ONLY = frozenset({"cnn", "resnet"})
 BUILDER_PREFIX = "build_"  # a file defines build_<framework>(spec, **options)
 _CACHE = Path(tempfile.gettempdir()) / "twinflow-model-code"
+_MODULE_PREFIX = "twinflow_user_"
 
 
 @dataclass(frozen=True)
@@ -96,11 +97,16 @@ def load_builder(ref: ModelRef, framework: str) -> Callable[..., Any]:
     return bound
 
 
+def user_modules() -> list[ModuleType]:
+    """The user code modules imported in this process (see :func:`_import_source`)."""
+    return [m for name, m in sys.modules.items() if name.startswith(_MODULE_PREFIX)]
+
+
 def _import_source(ref: ModelRef) -> ModuleType:
     if digest(ref.source) != ref.digest:
         raise ConfigError(f"model {ref.name}: code digest mismatch (the spec was edited)")
     stem = Path(ref.name).stem.replace("-", "_")
-    module_name = f"twinflow_user_{stem}_{ref.digest[:12]}"
+    module_name = f"{_MODULE_PREFIX}{stem}_{ref.digest[:12]}"
     if module_name in sys.modules:
         return sys.modules[module_name]
     path = _CACHE / ref.digest[:16] / f"{stem}.py"

@@ -26,7 +26,7 @@ from components.frameworks.base import (
     TrainContext,
 )
 from components.frameworks.torch.zoo import ZOO
-from components.models.user import call_builder, pick_builder
+from components.models.user import call_builder, pick_builder, user_modules
 
 log = logging.getLogger(__name__)
 MODEL_FILE = "model.pt"
@@ -207,8 +207,13 @@ def log_model(model: nn.Module, name: str, sample: np.ndarray) -> str:
     """Log with MLflow's pytorch flavor (pickled module, project code bundled); return the URI.
 
     Requirements are given, not inferred: inference reloads the model in a
-    subprocess and took most of the push step's time.
+    subprocess and took most of the push step's time. A user's model classes are
+    pickled by value (their module exists only in twinflow's code cache).
     """
+    import cloudpickle
+
+    for module in user_modules():
+        cloudpickle.register_pickle_by_value(module)
     info = mlflow.pytorch.log_model(
         model.eval(), name=name, input_example=sample.astype(np.float32),
         code_paths=[str(_PACKAGE_DIR)], serialization_format="pickle",
