@@ -12,10 +12,11 @@ Their descriptions are the CLI's help texts (hence the ``--data`` wording).
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from components.frameworks import check_framework, framework_names
 
@@ -168,6 +169,28 @@ class TrainParams(SeedParams):
     gpus_per_worker: int = Field(default=0, ge=0, le=16,
                                  description="GPUs per worker of a cluster training job.")
     resume: bool = Field(default=False, description="Continue training from the last checkpoint.")
+    # `model_ref`, not `model`: the train step's output artifact is called model.
+    model_ref: str = Field(
+        default="", description="Built-in model (linear, mlp, cnn, resnet), a .py file defining "
+                                "build_torch / build_tensorflow(spec, **options), or "
+                                "module:function; default: cnn for images, mlp otherwise.")
+    model_options: str = Field(
+        default="{}", description='The model builder\'s keyword arguments as JSON, e.g. '
+                                  '{"depth": 8}.')
+    # A --model file's source, read on the user's machine so that every step (and pod)
+    # builds the code the run started with; not a CLI option of its own.
+    model_code: str = ""
+
+    @field_validator("model_options")
+    @classmethod
+    def _options_object(cls, value: str) -> str:
+        try:
+            parsed = json.loads(value or "{}")
+        except json.JSONDecodeError as err:
+            raise ValueError(f"not JSON: {err}") from None
+        if not isinstance(parsed, dict):
+            raise ValueError("must be a JSON object of the builder's keyword arguments")
+        return value or "{}"
 
 
 class TrainConfig(TrainParams):
@@ -176,6 +199,12 @@ class TrainConfig(TrainParams):
     framework: FrameworkName
     show_progress: bool = True
     cluster: ClusterOptions = Field(default_factory=ClusterOptions)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The model builder's keyword arguments."""
+        parsed: dict[str, Any] = json.loads(self.model_options)
+        return parsed
 
 
 class EvaluateParams(ModelNameParams):

@@ -28,6 +28,8 @@ STEP_TAG: Final = "twinflow.step"
 FRAMEWORK_TAG: Final = "twinflow.framework"  # absent on framework-neutral steps
 
 # The ingest step run.
+MODEL_TAG: Final = "twinflow.model"  # the train step's model: zoo name or the user's code
+MODEL_DIGEST_TAG: Final = "twinflow.model_digest"  # sha256 of a user model file's source
 DATASET_TAG: Final = "twinflow.dataset"
 DATASET_DIGEST_TAG: Final = "twinflow.dataset_digest"
 SCHEMA_TAG: Final = "twinflow.schema_for"  # later ingests of the data set validate against it
@@ -46,6 +48,8 @@ MODEL_VERSION_TAG: Final = "twinflow.model_version"
 
 VERSION_FRAMEWORK_TAG: Final = "framework"
 VERSION_DATASET_TAG: Final = "dataset"
+VERSION_MODEL_TAG: Final = "model"
+VERSION_MODEL_DIGEST_TAG: Final = "model_digest"
 VERSION_DATASET_DIGEST_TAG: Final = "dataset_digest"
 PIPELINE_RUN_TAG: Final = "pipeline_run"  # makes a retried push find its own version
 # Push copies every ``test_*`` metric of evaluate onto the version under its

@@ -18,7 +18,7 @@ from components.config import Priority
 from components.errors import TwinflowError, describe_validation_error
 from components.settings import get_settings
 from pipelines.options import all_but, with_params
-from pipelines.params import PipelineParams
+from pipelines.params import PipelineParams, with_model_code
 from pipelines.serve_cmd import serve as serve_cmd
 
 if TYPE_CHECKING:
@@ -30,12 +30,13 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 # Options of pipeline parameters come from PipelineParams (pipelines/options.py);
 # here only which fields each command exposes and the names that differ from them.
-FLAGS = {"framework": ("--framework", "-f"), "source": ("--data",)}
+FLAGS = {"framework": ("--framework", "-f"), "source": ("--data",), "model_ref": ("--model",)}
 RUN_FIELDS = all_but("checkpoint_root", "gpus_per_worker", "cluster_options", "namespace",
-                     "run_key")
-COMPILE_FIELDS = ("framework", "source", "label", "epochs", "workers", "gpus_per_worker",
-                  "cluster_options")
-SUBMIT_FIELDS = ("framework", "experiment", "source", "label", "epochs", "workers")
+                     "run_key", "model_code")
+COMPILE_FIELDS = ("framework", "source", "label", "model_ref", "model_options", "epochs",
+                  "workers", "gpus_per_worker", "cluster_options")
+SUBMIT_FIELDS = ("framework", "experiment", "source", "label", "model_ref", "model_options",
+                 "epochs", "workers")
 
 TrackingOpt = Annotated[str, typer.Option(
     "--tracking-uri", envvar="MLFLOW_TRACKING_URI",
@@ -49,9 +50,11 @@ def _fail(message: str) -> typer.Exit:
 
 def _params(**values: object) -> PipelineParams:
     try:
-        return PipelineParams(**values)
+        return with_model_code(PipelineParams(**values))
     except ValidationError as err:
         raise _fail(describe_validation_error(err, "option")) from None
+    except TwinflowError as err:
+        raise _fail(str(err)) from None
 
 
 @app.command()

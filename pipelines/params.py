@@ -97,3 +97,15 @@ def plain_type(annotation: Any) -> Any:
     if isinstance(annotation, type) and issubclass(annotation, Enum):
         return type(next(iter(annotation)).value)
     return annotation
+
+
+def with_model_code(params: PipelineParams) -> PipelineParams:
+    """Read a ``--model`` file here, on the user's machine: its source travels in the
+    run's parameters (``model_code``), so every step and every pod builds exactly
+    this code; ``model_ref`` keeps the file's name. ConfigError if it is missing."""
+    from components.models.user import resolve
+
+    ref = resolve(params.model_ref)
+    if not ref.is_file:
+        return params
+    return params.model_copy(update={"model_ref": ref.name, "model_code": ref.source})

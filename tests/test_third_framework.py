@@ -100,6 +100,9 @@ class SklearnAdapter(FrameworkAdapter):
     def device_count(self) -> int:
         return 0
 
+    def count_params(self, model: Any) -> int:
+        return sum(w.size for w in [*model.coefs_, *model.intercepts_])
+
     def predict_proba(self, model: Any, x: np.ndarray) -> np.ndarray:
         return np.asarray(model.predict_proba(x))
 

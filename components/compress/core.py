@@ -33,7 +33,7 @@ from components.config import CompressConfig
 from components.data.dataset import Split, read_arrays, read_metadata
 from components.export.candidates import Built, Candidate, RawModel
 from components.export.manifest import FP32, ExportEntry, ExportFormat, ExportManifest
-from components.export.raw import probe_rows, raw_exports
+from components.export.raw import RAW_ENTRY, probe_rows, raw_exports
 from components.export.runtime import softmax
 from components.export.verify import verify_exports
 from components.frameworks import get_adapter
@@ -104,7 +104,8 @@ def _write_exports(built: Built, results: list[VariantResult], selection: Select
     sizes = {r.name: r.bytes for r in results}
     entries = {c.name: _entry(c, c.path.relative_to(out_dir), sizes[c.name])
                for c in built.candidates if c.variant == FP32}
-    preferred = "onnx"
+    # Without a passing variant: fp32 ONNX (any runtime serves it), else the framework's own.
+    preferred = "onnx" if "onnx" in entries else next(iter(entries))
     if selection.best is not None:
         chosen = next(c for c in built.candidates if c.name == selection.best.name)
         # An ONNX variant goes in a folder of its own as model.onnx: the layout KServe's
@@ -116,10 +117,15 @@ def _write_exports(built: Built, results: list[VariantResult], selection: Select
         entries[chosen.name] = _entry(chosen, rel, sizes[chosen.name])
         preferred = chosen.name
     raw = raw_exports(raw_model, out_dir, entries, built.raw_exporters)
+    missing = dict(built.skipped)
+    if raw is None:
+        missing[RAW_ENTRY] = ("the framework writes no raw-input model" if raw_model is None
+                              else "the data set has no fitted transform")
     manifest = ExportManifest(framework=config.framework,
                               features=features, classes=classes,
                               entries={**entries, **(raw.entries if raw else {})},
-                              preferred=preferred, raw_features=raw.features if raw else None)
+                              preferred=preferred, raw_features=raw.features if raw else None,
+                              skipped=missing)
     manifest.save(out_dir)
     table = {"max_accuracy_drop": config.max_accuracy_drop, "chosen": preferred,
              "passed": selection.best is not None, "rejected": selection.rejected,

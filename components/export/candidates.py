@@ -8,6 +8,7 @@ only their format. Nothing here imports a framework.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from components.export.manifest import FP32, ExportFormat
 from components.export.runtime import Predict
 from components.transform.fitted import FittedTransform
 
+log = logging.getLogger(__name__)
 RawExporter = Callable[[FittedTransform, Path], Path]  # writes a raw version of one entry
 
 
@@ -57,3 +59,35 @@ class RawModel:
 
     path: Path
     format: ExportFormat
+
+
+class VariantSet:
+    """Collects a builder's candidates; a variant that does not apply to this model (its
+    conversion raises: an op the quantiser or converter does not support, a layer
+    pruning does not know) is recorded in ``skipped`` with the reason instead of
+    failing the step. The fp32 export of the framework's own format is the one that
+    must succeed (``required``)."""
+
+    def __init__(self) -> None:
+        self.candidates: list[Candidate] = []
+        self.skipped: dict[str, str] = {}
+
+    def add(self, name: str, build: Callable[[], Candidate | list[Candidate]],
+            required: bool = False) -> Candidate | None:
+        """Run ``build``; its (first) candidate, or None when it was skipped."""
+        try:
+            got = build()
+        except Exception as err:
+            if required:
+                raise
+            reason = f"{type(err).__name__}: {err}".splitlines()[0][:300]
+            log.warning("variant %s skipped: %s", name, reason)
+            self.skipped[name] = reason
+            return None
+        items = got if isinstance(got, list) else [got]
+        self.candidates += items
+        return items[0] if items else None
+
+    def built(self, reference: Predict) -> Built:
+        """The builder's result."""
+        return Built(self.candidates, reference, dict(self.skipped))

@@ -81,6 +81,8 @@ class ExportManifest(BaseModel):
     entries: dict[str, ExportEntry]
     preferred: str
     raw_features: RawFeatures | None = None
+    skipped: dict[str, str] = Field(
+        default_factory=dict, description="Exports or variants not written, and why.")
 
     @model_validator(mode="after")
     def _preferred_exists(self) -> ExportManifest:

@@ -22,6 +22,7 @@ from components.data.dataset import ArraySplit, DatasetMetadata
 from components.errors import ConfigError
 from components.export.candidates import Built, RawModel
 from components.export.manifest import ExportFormat
+from components.models.user import IMAGE_ONLY, ModelRef
 from components.train.k8s.kinds import JobKind
 
 if TYPE_CHECKING:
@@ -34,24 +35,56 @@ RAW_SUBDIR = "raw"  # the raw-input model's folder inside a model artifact
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Architecture choice, identical for both frameworks.
+    """What a model builder is told, identical for both frameworks, saved beside the
+    weights so that the model can be rebuilt.
 
-    ``cnn`` is the background articles' network (conv 32 3x3, max-pool, dense)
-    for image data; ``mlp`` two hidden dense layers for tabular data.
+    ``kind`` is a built-in architecture of the zoo (``linear``, ``mlp``, ``cnn``
+    (the background articles' network), ``resnet``) or the user's model
+    (a file's name, or ``module:function``); ``options`` are the builder's
+    keyword arguments; a user file's code is ``source`` (digest ``digest``).
+    Rows arrive flat (``n_features`` float32 columns; image rows channels-last,
+    ``image_shape`` = (height, width, channels)); the network returns
+    ``n_outputs`` logits.
     """
 
     kind: str
     n_features: int
     n_classes: int
     image_shape: tuple[int, ...] | None = None
-    hidden: int = 128
+    options: dict[str, Any] = field(default_factory=dict)
+    feature_names: tuple[str, ...] = ()
+    task: str = "multiclass"
+    source: str = ""
+    digest: str = ""
 
     @classmethod
-    def for_dataset(cls, meta: DatasetMetadata) -> ModelSpec:
-        """CNN for image data, MLP otherwise."""
+    def for_dataset(cls, meta: DatasetMetadata, model: ModelRef | None = None,
+                    options: dict[str, Any] | None = None) -> ModelSpec:
+        """The spec of ``model`` (default: the CNN for image data, an MLP otherwise)."""
         shape = tuple(meta.image_shape) if meta.image_shape else None
-        return cls(kind="cnn" if shape else "mlp", n_features=len(meta.features),
-                   n_classes=meta.n_classes, image_shape=shape)
+        kind = model.name if model is not None and model.name else ("cnn" if shape else "mlp")
+        if kind in IMAGE_ONLY and shape is None:
+            raise ConfigError(f"model {kind}: needs image data; {meta.name} is tabular "
+                              f"(use linear or mlp, or your own model)")
+        return cls(kind=kind, n_features=len(meta.features), n_classes=meta.n_classes,
+                   image_shape=shape, options=dict(options or {}),
+                   feature_names=tuple(meta.features),
+                   source=model.source if model else "", digest=model.digest if model else "")
+
+    @property
+    def n_outputs(self) -> int:
+        """Width of the network's output (one logit per class)."""
+        return self.n_classes
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One example's shape as a builder should read it (the rows arrive flat)."""
+        return self.image_shape or (self.n_features,)
+
+    @property
+    def ref(self) -> ModelRef:
+        """The model reference this spec was made from."""
+        return ModelRef(self.kind, self.source, self.digest)
 
     def save(self, model_dir: Path) -> None:
         """Write the spec next to the weights so the model can be rebuilt."""
@@ -63,6 +96,7 @@ class ModelSpec:
         data = json.loads((model_dir / SPEC_FILE).read_text(encoding="utf-8"))
         if data.get("image_shape") is not None:
             data["image_shape"] = tuple(data["image_shape"])
+        data["feature_names"] = tuple(data.get("feature_names", ()))
         return cls(**data)
 
 
@@ -169,6 +203,10 @@ class FrameworkAdapter(ABC):
         """Class probabilities for a float32 feature matrix."""
 
     @abstractmethod
+    def count_params(self, model: Any) -> int:
+        """Trainable parameters (the zoo's architectures match across frameworks)."""
+
+    @abstractmethod
     def save_model(self, model: Any, spec: ModelSpec, model_dir: Path) -> None:
         """Write the trained model and its spec into ``model_dir``."""
 
@@ -225,6 +263,8 @@ class TrainingModule(Protocol):
 
     def predict_proba(self, model: Any, x: np.ndarray) -> np.ndarray: ...
 
+    def count_params(self, model: Any) -> int: ...
+
     def save_model(self, model: Any, spec: ModelSpec, model_dir: Path) -> None: ...
 
     def load_model(self, model_dir: Path) -> Any: ...
@@ -270,6 +310,9 @@ class PackageAdapter(FrameworkAdapter):
 
     def predict_proba(self, model: Any, x: np.ndarray) -> np.ndarray:
         return self._training().predict_proba(model, x)
+
+    def count_params(self, model: Any) -> int:
+        return self._training().count_params(model)
 
     def save_model(self, model: Any, spec: ModelSpec, model_dir: Path) -> None:
         self._training().save_model(model, spec, model_dir)

@@ -24,6 +24,7 @@ from components.data.dataset import DatasetMetadata, Split, read_arrays, read_me
 from components.errors import DataError, TwinflowError
 from components.export.manifest import EXPORTS_ARTIFACT_PATH, FP32, ExportManifest
 from components.frameworks import get_adapter
+from components.frameworks.base import ModelSpec
 from components.push.serving import pushed_inference_service
 from components.tags import (
     ACCURACY_TAG,
@@ -39,6 +40,8 @@ from components.tags import (
     VERSION_DATASET_DIGEST_TAG,
     VERSION_DATASET_TAG,
     VERSION_FRAMEWORK_TAG,
+    VERSION_MODEL_DIGEST_TAG,
+    VERSION_MODEL_TAG,
 )
 
 log = logging.getLogger(__name__)
@@ -123,6 +126,10 @@ def _register(config: PushConfig, name: str, meta: DatasetMetadata, data_dir: Pa
             **{k: v for k, v in extra.items() if isinstance(v, str)}}
     if ACCURACY_TAG not in tags:
         raise ValueError(f"push needs the '{ACCURACY_TAG}' metric from evaluate")
+    spec = ModelSpec.load(model_dir)
+    tags[VERSION_MODEL_TAG] = spec.kind
+    if spec.digest:
+        tags[VERSION_MODEL_DIGEST_TAG] = spec.digest
     adapter = get_adapter(config.framework)
     sample = read_arrays(data_dir, Split.TEST, meta).x[:5]
     model_uri = adapter.log_model(adapter.load_model(model_dir), "model", sample)

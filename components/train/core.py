@@ -16,12 +16,14 @@ from pathlib import Path
 import mlflow
 
 from components.config import TrainConfig
-from components.data.dataset import read_metadata
+from components.data.dataset import Split, read_arrays, read_metadata
 from components.frameworks import get_adapter
 from components.frameworks.base import EpochMetrics, ModelSpec, TrainContext
 from components.settings import get_settings
+from components.tags import MODEL_DIGEST_TAG, MODEL_TAG
 from components.train.cluster import train_on_cluster, wants_cluster
 from components.train.launch import TrainingError, launch_workers
+from components.train.model import check_model, model_spec
 from components.train.worker import read_history, train_worker
 
 log = logging.getLogger(__name__)
@@ -44,14 +46,15 @@ def run_train(config: TrainConfig, data_dir: Path, model_dir: Path,
     artifact) every epoch; without ``config.resume`` old ones are cleared first.
     """
     meta = read_metadata(data_dir)
-    spec = ModelSpec.for_dataset(meta)
+    spec = model_spec(config, meta)
+    adapter = get_adapter(config.framework)
+    n_params = check_model(adapter, spec, read_arrays(data_dir, Split.TRAIN, meta).x, config.seed)
     ckpt = checkpoint_dir or model_dir / "checkpoints"
     if not config.resume and ckpt.exists():
         shutil.rmtree(ckpt)
     run = mlflow.active_run()
     run_id = run.info.run_id if run else None
-    mlflow.log_params({**config.model_dump(mode="json"), "model_kind": spec.kind,
-                       "n_classes": spec.n_classes})
+    log_model_choice(config, spec, n_params)
     config = resolve_workers(config)
     start = time.perf_counter()
     settings = get_settings()
@@ -77,6 +80,20 @@ def run_train(config: TrainConfig, data_dir: Path, model_dir: Path,
              config.framework, spec.kind, config.workers, seconds,
              result.last_epoch.val_accuracy)
     return result
+
+
+def log_model_choice(config: TrainConfig, spec: ModelSpec, n_params: int) -> None:
+    """The run's parameters (the builder's options one by one too), the model's size, and
+    for user code its digest as a tag and its source as an artifact."""
+    params = config.model_dump(mode="json", exclude={"model_code"})
+    options = {f"model_option.{k}": v for k, v in spec.options.items()}
+    mlflow.log_params({**params, **options, "model_kind": spec.kind,
+                       "n_classes": spec.n_classes})
+    mlflow.log_metric("model_parameters", n_params)
+    mlflow.set_tag(MODEL_TAG, spec.kind)
+    if spec.source:
+        mlflow.set_tag(MODEL_DIGEST_TAG, spec.digest)
+        mlflow.log_text(spec.source, f"model_code/{spec.kind}")
 
 
 def resolve_workers(config: TrainConfig) -> TrainConfig:

@@ -22,6 +22,7 @@ from components.errors import configure_logging
 from components.frameworks import get_adapter
 from components.frameworks.base import EpochMetrics, FrameworkAdapter, ModelSpec, TrainContext
 from components.tracking import log_metrics_batch
+from components.train.model import model_spec
 from components.transform.fitted import FITTED_FILE, FittedTransform
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ def train_worker(config: TrainConfig, data_dir: Path, model_dir: Path, ctx: Trai
     """Train this rank's share; the chief logs each epoch to ``run_id`` and saves the model."""
     meta = read_metadata(data_dir)
     train, val = read_arrays(data_dir, Split.TRAIN, meta), read_arrays(data_dir, Split.VAL, meta)
-    spec = ModelSpec.for_dataset(meta)
+    spec = model_spec(config, meta)
     adapter = get_adapter(config.framework)
     history: list[EpochMetrics] = []
 

@@ -38,10 +38,11 @@ class TensorFlowAdapter(PackageAdapter):
     raw_model_name = "saved_model_raw"
     every_rank_saves = True  # MultiWorkerMirroredStrategy: saving is a collective
     job_kinds = (JobKind.TFJOB,)
-    export_formats = "Keras .keras, TFLite fp32/int8, MLflow tensorflow flavor"
+    export_formats = "Keras weights (.h5), TFLite fp32/int8, MLflow tensorflow flavor"
     preload = ("tensorflow", "tf_keras", "mlflow.tensorflow", "tf2onnx",
                "tensorflow_model_optimization", f"{_PACKAGE}.training", f"{_PACKAGE}.variants",
-               f"{_PACKAGE}.export", f"{_PACKAGE}.raw_layer", f"{_PACKAGE}.tflite_raw")
+               f"{_PACKAGE}.export", f"{_PACKAGE}.raw_layer", f"{_PACKAGE}.tflite_raw",
+               f"{_PACKAGE}.zoo")
 
     def context_from_env(self, checkpoint_dir: Path | None, resume: bool) -> TrainContext:
         """TF_CONFIG's worker list and task index (worker 0 is the chief)."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -33,29 +32,26 @@ from components.frameworks.base import (
     ModelSpec,
     TrainContext,
 )
+from components.frameworks.tensorflow.zoo import ZOO
+from components.models.user import call_builder, pick_builder
 
 _POLICIES = {Precision.FP32: "float32", Precision.BF16: "mixed_bfloat16",
              Precision.FP16: "mixed_float16"}
-MODEL_FILE = "model.keras"
+MODEL_FILE = "model.weights.h5"  # weights: a user's custom layers need no registry
 logging.getLogger("tensorflow").setLevel(logging.WARNING)  # its INFO lines flood step logs
 
 
 def build_model(spec: ModelSpec, seed: int) -> keras.Model:
-    """The spec's network, initialised from ``seed``."""
+    """The spec's network (a zoo architecture or the user's), initialised from ``seed``.
+
+    A user's builder must return a tf-keras model (``import tf_keras as keras``, or
+    ``tf.keras`` with TF_USE_LEGACY_KERAS=1): the Keras this adapter trains with.
+    """
     keras.utils.set_random_seed(seed)
-    layers: list[Any] = [keras.Input((spec.n_features,))]
-    if spec.kind == "cnn":
-        assert spec.image_shape is not None
-        layers += [
-            keras.layers.Reshape(spec.image_shape),
-            keras.layers.Conv2D(32, 3, activation="relu"), keras.layers.MaxPooling2D(2),
-            keras.layers.Flatten(), keras.layers.Dense(spec.hidden, activation="relu"),
-        ]
-    else:
-        layers += [keras.layers.Dense(spec.hidden, activation="relu"),
-                   keras.layers.Dense(spec.hidden, activation="relu")]
-    layers.append(keras.layers.Dense(spec.n_classes, dtype="float32"))  # fp32 logits
-    return keras.Sequential(layers)
+    ref = spec.ref
+    builder = pick_builder(ref, "tensorflow", ZOO)
+    return call_builder(builder, ref, spec, spec.options, keras.Model,
+                        "a tf_keras Model (Keras 2: import tf_keras as keras)")
 
 
 class _Reporter(keras.callbacks.Callback):
@@ -143,16 +139,23 @@ def predict_proba(model: keras.Model, x: np.ndarray) -> np.ndarray:
     return softmax(np.asarray(model(np.asarray(x, np.float32), training=False)))
 
 
+def count_params(model: keras.Model) -> int:
+    """Trainable parameters (not BatchNormalization's moving statistics)."""
+    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+
+
 def save_model(model: keras.Model, spec: ModelSpec, model_dir: Path) -> None:
-    """The native ``.keras`` file plus the spec."""
+    """The weights plus the spec (the builder rebuilds the architecture)."""
     model_dir.mkdir(parents=True, exist_ok=True)
-    model.save(model_dir / MODEL_FILE)
+    model.save_weights(str(model_dir / MODEL_FILE))
     spec.save(model_dir)
 
 
 def load_model(model_dir: Path) -> keras.Model:
-    """Load the ``.keras`` file written by :func:`save_model`."""
-    return keras.models.load_model(model_dir / MODEL_FILE)
+    """Rebuild the network from its spec and load the weights of :func:`save_model`."""
+    model = build_model(ModelSpec.load(model_dir), seed=0)
+    model.load_weights(str(model_dir / MODEL_FILE))
+    return model
 
 
 def log_model(model: keras.Model, name: str, sample: np.ndarray) -> str:

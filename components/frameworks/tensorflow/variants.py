@@ -14,7 +14,7 @@ import numpy as np
 from components.compress.onnx_variants import onnx_candidates
 from components.config import CompressConfig
 from components.data.dataset import ArraySplit
-from components.export.candidates import Built, Candidate
+from components.export.candidates import Built, Candidate, VariantSet
 from components.export.manifest import ExportFormat
 from components.frameworks.base import ModelSpec
 from components.frameworks.tensorflow.export import export_onnx, export_savedmodel, export_tflite
@@ -30,17 +30,21 @@ log = logging.getLogger(__name__)
 
 def build_variants(model: keras.Model, spec: ModelSpec, train: ArraySplit,
                    config: CompressConfig, out_dir: Path, work: Path) -> Built:
-    """fp32 exports into ``out_dir`` (they ship), compressed candidates into ``work``."""
+    """fp32 exports into ``out_dir`` (they ship), compressed candidates into ``work``; a
+    variant the model does not support is skipped with the reason (VariantSet)."""
     n = spec.n_features
-    saved = Candidate("savedmodel", ExportFormat.SAVEDMODEL,
-                      export_savedmodel(model, n, out_dir / "savedmodel"))
+    found = VariantSet()
+    found.add("savedmodel", lambda: Candidate(
+        "savedmodel", ExportFormat.SAVEDMODEL, export_savedmodel(model, n, out_dir / "savedmodel")),
+        required=True)
     # Each TFLite file but full int8 comes with the writer of its raw-input twin: the
     # transform converted with the same network and options (full int8 would calibrate
     # again; see .tflite_raw).
-    lite = Candidate("tflite", ExportFormat.TFLITE,
-                     export_tflite(model, n, out_dir / "model.tflite"),
-                     raw_exporter=partial(export_raw_tflite, model))
-    onnx = Candidate("onnx", ExportFormat.ONNX, export_onnx(model, n, out_dir / "model.onnx"))
+    lite = found.add("tflite", lambda: Candidate(
+        "tflite", ExportFormat.TFLITE, export_tflite(model, n, out_dir / "model.tflite"),
+        raw_exporter=partial(export_raw_tflite, model)))
+    onnx = found.add("onnx", lambda: Candidate(
+        "onnx", ExportFormat.ONNX, export_onnx(model, n, out_dir / "model.onnx")))
     calibration = train.x[:config.calibration_rows]
 
     def dynamic_range(c: tf.lite.TFLiteConverter) -> None:
@@ -59,22 +63,27 @@ def build_variants(model: keras.Model, spec: ModelSpec, train: ArraySplit,
                 note: str, raw: bool = True) -> Candidate:
         path = export_tflite(net, n, work / f"{name}.tflite", configure)
         exporter = partial(export_raw_tflite, net, configure=configure) if raw else None
-        return Candidate(name, ExportFormat.TFLITE, path, kind, lite.name, note, exporter)
+        return Candidate(name, ExportFormat.TFLITE, path, kind, "tflite", note, exporter)
 
-    pruned, zeros = pruned_copy(model, train, config)
-    candidates = [
-        saved, lite, onnx,
-        variant("tflite_dynamic_int8", model, dynamic_range, "dynamic_int8",
-                "dynamic-range: int8 weights, float activations"),
-        variant("tflite_int8", model, full_int8, "static_int8",
-                f"full int8, {len(calibration)} representative rows, float32 I/O", raw=False),
-        variant("tflite_float16", model, float16, "float16", "float16 weights"),
-        variant("tflite_pruned", pruned, None, "pruned",
-                f"{zeros:.0%} zero weights, dense storage "
-                f"({config.finetune_epochs} fine-tune epochs)"),
-        *onnx_candidates(onnx, calibration, work),
-    ]
-    return Built(candidates, reference=lambda x: logits(model, x))
+    def pruned() -> Candidate:
+        net, zeros = pruned_copy(model, train, config)
+        return variant("tflite_pruned", net, None, "pruned",
+                       f"{zeros:.0%} zero weights, dense storage "
+                       f"({config.finetune_epochs} fine-tune epochs)")
+
+    if lite is not None:
+        found.add("tflite_dynamic_int8", lambda: variant(
+            "tflite_dynamic_int8", model, dynamic_range, "dynamic_int8",
+            "dynamic-range: int8 weights, float activations"))
+        found.add("tflite_int8", lambda: variant(
+            "tflite_int8", model, full_int8, "static_int8",
+            f"full int8, {len(calibration)} representative rows, float32 I/O", raw=False))
+        found.add("tflite_float16", lambda: variant(
+            "tflite_float16", model, float16, "float16", "float16 weights"))
+        found.add("tflite_pruned", pruned)
+    if onnx is not None:
+        found.add("onnx_int8", lambda: onnx_candidates(onnx, calibration, work))
+    return found.built(lambda x: logits(model, x))
 
 
 def logits(model: keras.Model, x: np.ndarray) -> np.ndarray:

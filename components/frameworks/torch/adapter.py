@@ -39,7 +39,8 @@ class TorchAdapter(PackageAdapter):
     job_kinds = (JobKind.TRAINJOB, JobKind.PYTORCHJOB)
     export_formats = "state dict, TorchScript fp32/int8, MLflow pytorch flavor"
     preload = ("torch", "mlflow.pytorch", "torch.onnx", "onnxscript", f"{_PACKAGE}.training",
-               f"{_PACKAGE}.variants", f"{_PACKAGE}.export", f"{_PACKAGE}.raw_layer")
+               f"{_PACKAGE}.variants", f"{_PACKAGE}.export", f"{_PACKAGE}.raw_layer",
+               f"{_PACKAGE}.zoo")
 
     def context_from_env(self, checkpoint_dir: Path | None, resume: bool) -> TrainContext:
         """torchrun's RANK / WORLD_SIZE / LOCAL_RANK."""

@@ -11,12 +11,16 @@ network. Same function names as the TensorFlow package's raw_layer.
 
 # no `from __future__ import annotations`: TorchScript reads the class annotations
 
+import logging
+import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from components.transform.fitted import FITTED_FILE, FittedTransform
+
+log = logging.getLogger(__name__)
 
 
 class TorchTransform(nn.Module):
@@ -91,8 +95,23 @@ def build_raw_model(model: nn.Module, fitted: FittedTransform) -> nn.Module:
 
 def export_raw_model(model: nn.Module, fitted: FittedTransform, path: Path) -> Path:
     """Script the raw-input model and save it as the TorchScript file ``path`` (the
-    transform JSON beside it)."""
+    transform JSON beside it).
+
+    A network that TorchScript cannot script (a user's model with Python control
+    flow the compiler rejects) is traced on a transformed batch first; the
+    transform around it is scripted either way (its string inputs cannot be traced).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.jit.script(build_raw_model(model, fitted)).save(str(path))
+    network = model.eval()
+    try:
+        scripted = torch.jit.script(build_raw_model(network, fitted))
+    except Exception as err:
+        log.info("scripting the raw-input model failed (%s); tracing the network", err)
+        example = torch.zeros(2, len(fitted.output_columns()))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings
+            traced = torch.jit.trace(network, example)
+        scripted = torch.jit.script(RawInputModel(TorchTransform(fitted), traced).eval())
+    scripted.save(str(path))
     fitted.save(path.parent / FITTED_FILE)
     return path

@@ -25,6 +25,8 @@ from components.frameworks.base import (
     ModelSpec,
     TrainContext,
 )
+from components.frameworks.torch.zoo import ZOO
+from components.models.user import call_builder, pick_builder, user_modules
 
 log = logging.getLogger(__name__)
 MODEL_FILE = "model.pt"
@@ -33,36 +35,13 @@ _COLLECTIVE_TIMEOUT_S = 60  # a dead peer fails the run in a minute, not the def
 _PACKAGE_DIR = Path(__file__).resolve().parents[2]  # components/
 
 
-class ChannelsFirst(nn.Module):
-    """Reshape flat rows (N, H*W*C, channels-last order) to (N, C, H, W)."""
-
-    def __init__(self, shape: tuple[int, ...]) -> None:
-        super().__init__()
-        self.shape = (int(shape[0]), int(shape[1]), int(shape[2]))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w, c = self.shape
-        return x.reshape(-1, h, w, c).permute(0, 3, 1, 2).contiguous()
-
-
 def build_model(spec: ModelSpec, seed: int) -> nn.Module:
-    """The spec's network, initialised from ``seed``."""
+    """The spec's network (a zoo architecture or the user's), initialised from ``seed``."""
     torch.manual_seed(seed)
-    if spec.kind == "cnn":
-        assert spec.image_shape is not None
-        h, w, c = spec.image_shape
-        flat = 32 * ((h - 2) // 2) * ((w - 2) // 2)
-        return nn.Sequential(
-            ChannelsFirst(spec.image_shape),
-            nn.Conv2d(c, 32, kernel_size=3), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(flat, spec.hidden), nn.ReLU(),
-            nn.Linear(spec.hidden, spec.n_classes),
-        )
-    return nn.Sequential(
-        nn.Linear(spec.n_features, spec.hidden), nn.ReLU(),
-        nn.Linear(spec.hidden, spec.hidden), nn.ReLU(),
-        nn.Linear(spec.hidden, spec.n_classes),
-    )
+    ref = spec.ref
+    builder = pick_builder(ref, "torch", ZOO)
+    return call_builder(builder, ref, spec, spec.options, nn.Module,
+                        "a torch.nn.Module")
 
 
 def train(spec: ModelSpec, train: ArraySplit, val: ArraySplit, config: TrainConfig,
@@ -204,6 +183,11 @@ def predict_proba(model: nn.Module, x: np.ndarray) -> np.ndarray:
     return softmax(model(torch.from_numpy(np.ascontiguousarray(x, np.float32))).numpy())
 
 
+def count_params(model: nn.Module) -> int:
+    """Trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def save_model(model: nn.Module, spec: ModelSpec, model_dir: Path) -> None:
     """Weights (state dict) plus the spec they belong to."""
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -223,8 +207,13 @@ def log_model(model: nn.Module, name: str, sample: np.ndarray) -> str:
     """Log with MLflow's pytorch flavor (pickled module, project code bundled); return the URI.
 
     Requirements are given, not inferred: inference reloads the model in a
-    subprocess and took most of the push step's time.
+    subprocess and took most of the push step's time. A user's model classes are
+    pickled by value (their module exists only in twinflow's code cache).
     """
+    import cloudpickle
+
+    for module in user_modules():
+        cloudpickle.register_pickle_by_value(module)
     info = mlflow.pytorch.log_model(
         model.eval(), name=name, input_example=sample.astype(np.float32),
         code_paths=[str(_PACKAGE_DIR)], serialization_format="pickle",

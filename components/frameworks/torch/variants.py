@@ -16,7 +16,7 @@ from torch.nn.utils import prune
 from components.compress.onnx_variants import onnx_candidates
 from components.config import CompressConfig
 from components.data.dataset import ArraySplit
-from components.export.candidates import Built, Candidate
+from components.export.candidates import Built, Candidate, VariantSet
 from components.export.manifest import ExportFormat
 from components.frameworks.base import ModelSpec
 from components.frameworks.torch.export import export_onnx, export_torchscript
@@ -26,34 +26,49 @@ log = logging.getLogger(__name__)
 
 def build_variants(model: nn.Module, spec: ModelSpec, train: ArraySplit, config: CompressConfig,
                    out_dir: Path, work: Path) -> Built:
-    """fp32 exports into ``out_dir`` (they ship), compressed candidates into ``work``."""
+    """fp32 exports into ``out_dir`` (they ship), compressed candidates into ``work``; a
+    variant the model does not support is skipped with the reason (VariantSet)."""
     model = model.eval()
     n = spec.n_features
-    script = Candidate("torchscript", ExportFormat.TORCHSCRIPT,
-                       export_torchscript(model, n, out_dir / "model.ts"))
-    onnx = Candidate("onnx", ExportFormat.ONNX, export_onnx(model, n, out_dir / "model.onnx"))
+    found = VariantSet()
+    script = found.add("torchscript", lambda: Candidate(
+        "torchscript", ExportFormat.TORCHSCRIPT,
+        export_torchscript(model, n, out_dir / "model.ts")), required=True)
+    assert script is not None
+    onnx = found.add("onnx", lambda: Candidate(
+        "onnx", ExportFormat.ONNX, export_onnx(model, n, out_dir / "model.onnx")))
     calibration = train.x[:config.calibration_rows]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao.quantization deprecation notices
-        dynamic = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {nn.Linear},
+
+    def scripted(name: str, net: nn.Module, kind: str, note: str) -> Candidate:
+        return Candidate(name, ExportFormat.TORCHSCRIPT,
+                         export_torchscript(net, n, work / f"{name}.ts"), kind, script.name, note)
+
+    def dynamic() -> Candidate:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.ao.quantization deprecation notices
+            net = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {nn.Linear},
                                                          dtype=torch.qint8)
-        static = static_int8(model, calibration)
-    pruned = pruned_copy(model, train, config)
-    candidates = [
-        script, onnx,
-        Candidate("torch_dynamic_int8", ExportFormat.TORCHSCRIPT,
-                  export_torchscript(dynamic, n, work / "torch_dynamic_int8.ts"),
-                  "dynamic_int8", script.name, "nn.Linear weights int8"),
-        Candidate("torch_static_int8", ExportFormat.TORCHSCRIPT,
-                  export_torchscript(static, n, work / "torch_static_int8.ts"), "static_int8",
-                  script.name, f"FX graph mode, x86 backend, {len(calibration)} calibration rows"),
-        Candidate("torch_pruned", ExportFormat.TORCHSCRIPT,
-                  export_torchscript(pruned, n, work / "torch_pruned.ts"), "pruned", script.name,
-                  f"{sparsity(pruned):.0%} zero weights, dense storage "
-                  f"({config.finetune_epochs} fine-tune epochs)"),
-        *onnx_candidates(onnx, calibration, work),
-    ]
-    return Built(candidates, reference=lambda x: logits(model, x))
+        return scripted("torch_dynamic_int8", net, "dynamic_int8", "nn.Linear weights int8")
+
+    def static() -> Candidate:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            net = static_int8(model, calibration)
+        return scripted("torch_static_int8", net, "static_int8",
+                        f"FX graph mode, x86 backend, {len(calibration)} calibration rows")
+
+    def pruned() -> Candidate:
+        net = pruned_copy(model, train, config)
+        return scripted("torch_pruned", net, "pruned",
+                        f"{sparsity(net):.0%} zero weights, dense storage "
+                        f"({config.finetune_epochs} fine-tune epochs)")
+
+    found.add("torch_dynamic_int8", dynamic)
+    found.add("torch_static_int8", static)
+    found.add("torch_pruned", pruned)
+    if onnx is not None:
+        found.add("onnx_int8", lambda: onnx_candidates(onnx, calibration, work))
+    return found.built(lambda x: logits(model, x))
 
 
 @torch.no_grad()
