@@ -148,3 +148,17 @@ def test_the_framework_shorthands_are_the_registry() -> None:
     with pytest.raises(ValueError, match="unknown framework 'jax'; choose one of: torch, "
                                          "tensorflow, both"):
         check_choice("jax")
+
+
+def test_export_and_serve_never_import_the_framework_packages() -> None:
+    """Format-keyed code (loaders, manifest, candidates) and the model server load any
+    export without an adapter: no import of components.frameworks, at any depth."""
+    offenders = []
+    for folder in ("export", "serve"):
+        for path in sorted((REPO / "components" / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                offenders += [f"{path.name}:{node.lineno}" for n in names
+                              if n.startswith("components.frameworks")]
+    assert offenders == []

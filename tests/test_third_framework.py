@@ -81,7 +81,8 @@ class SklearnAdapter(FrameworkAdapter):
     image = "base"
 
     def build_model(self, spec: ModelSpec, seed: int) -> MLPClassifier:
-        return MLPClassifier(hidden_layer_sizes=(spec.hidden,), random_state=seed)
+        return MLPClassifier(hidden_layer_sizes=(int(spec.options.get("width", 128)),),
+                             random_state=seed)
 
     def train(self, spec: ModelSpec, train: ArraySplit, val: ArraySplit, config: TrainConfig,
               ctx: TrainContext, on_epoch: EpochCallback) -> MLPClassifier:
