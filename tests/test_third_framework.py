@@ -79,6 +79,7 @@ class SklearnAdapter(FrameworkAdapter):
 
     name = "sklearn"
     image = "base"
+    forward_before_training = False  # an unfitted MLPClassifier cannot predict
 
     def build_model(self, spec: ModelSpec, seed: int) -> MLPClassifier:
         return MLPClassifier(hidden_layer_sizes=(int(spec.options.get("width", 128)),),
@@ -102,7 +103,8 @@ class SklearnAdapter(FrameworkAdapter):
         return 0
 
     def count_params(self, model: Any) -> int:
-        return sum(w.size for w in [*model.coefs_, *model.intercepts_])
+        return sum(w.size for w in [*getattr(model, "coefs_", []),
+                                    *getattr(model, "intercepts_", [])])
 
     def predict_proba(self, model: Any, x: np.ndarray) -> np.ndarray:
         return np.asarray(model.predict_proba(x))

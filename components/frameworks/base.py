@@ -180,6 +180,9 @@ class FrameworkAdapter(ABC):
     per_gpu_processes: ClassVar[bool] = False
     #: Cluster job kinds that run this framework, the default first; () = none.
     job_kinds: ClassVar[tuple[JobKind, ...]] = ()
+    #: An untrained model answers a forward pass (checked on a real batch before
+    #: training); False for estimators that cannot predict before ``fit``.
+    forward_before_training: ClassVar[bool] = True
     #: Modules a warm task interpreter imports for this framework's steps.
     preload: ClassVar[tuple[str, ...]] = ()
     #: What the framework's steps write, as the comparison report lists it.

@@ -33,6 +33,8 @@ def model_spec(config: TrainConfig, meta: DatasetMetadata) -> ModelSpec:
 def check_model(adapter: FrameworkAdapter, spec: ModelSpec, x: np.ndarray, seed: int) -> int:
     """Build the model and run it on ``x[:8]``; the parameter count, or ConfigError."""
     model = adapter.build_model(spec, seed)
+    if not adapter.forward_before_training:
+        return adapter.count_params(model)
     batch = x[:_CHECK_ROWS]
     try:
         out = np.asarray(adapter.predict_proba(model, batch))
