@@ -76,8 +76,6 @@ def run_compress(config: CompressConfig, data_dir: Path, model_dir: Path,
     work = out_dir.parent / f".{out_dir.name}-work"
     try:
         built = adapter.build_variants(model, spec, train, config, out_dir, work)
-        for name, why in built.skipped.items():
-            log.info("variant %s skipped: %s", name, why)
         results = [measure(c, test.x, test.y, config.latency_calls) for c in built.candidates]
         selection = select_best(results, config.max_accuracy_drop, config.latency_tie)
         manifest, sources = _write_exports(built, results, selection, meta.features,

@@ -118,6 +118,17 @@ def read_frame(data_dir: Path, split: Split) -> pd.DataFrame:
     return pads.dataset(path, format="parquet").to_table().to_pandas()
 
 
+def head_features(data_dir: Path, split: Split, meta: DatasetMetadata, rows: int) -> np.ndarray:
+    """The first ``rows`` feature rows of a split, reading no more of it than that."""
+    import pyarrow.dataset as pads
+
+    path = split_path(data_dir, split)
+    if not path.exists():
+        raise DataError(f"{data_dir}: no '{split.value}' split")
+    table = pads.dataset(path, format="parquet").head(rows, columns=meta.features)
+    return table.to_pandas().to_numpy(dtype=np.float32, copy=True)
+
+
 def read_arrays(data_dir: Path, split: Split, meta: DatasetMetadata) -> ArraySplit:
     """One transformed split as arrays ready for a framework."""
     frame = read_frame(data_dir, split)

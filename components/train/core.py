@@ -16,14 +16,14 @@ from pathlib import Path
 import mlflow
 
 from components.config import TrainConfig
-from components.data.dataset import Split, read_arrays, read_metadata
+from components.data.dataset import Split, head_features, read_metadata
 from components.frameworks import get_adapter
 from components.frameworks.base import EpochMetrics, ModelSpec, TrainContext
 from components.settings import get_settings
 from components.tags import MODEL_DIGEST_TAG, MODEL_TAG
 from components.train.cluster import train_on_cluster, wants_cluster
 from components.train.launch import TrainingError, launch_workers
-from components.train.model import check_model, model_spec
+from components.train.model import CHECK_ROWS, check_model, model_spec
 from components.train.worker import read_history, train_worker
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,8 @@ def run_train(config: TrainConfig, data_dir: Path, model_dir: Path,
     meta = read_metadata(data_dir)
     spec = model_spec(config, meta)
     adapter = get_adapter(config.framework)
-    n_params = check_model(adapter, spec, read_arrays(data_dir, Split.TRAIN, meta).x, config.seed)
+    sample = head_features(data_dir, Split.TRAIN, meta, CHECK_ROWS)  # not the whole split
+    n_params = check_model(adapter, spec, sample, config.seed)
     ckpt = checkpoint_dir or model_dir / "checkpoints"
     if not config.resume and ckpt.exists():
         shutil.rmtree(ckpt)

@@ -15,7 +15,6 @@ from components.frameworks.base import FrameworkAdapter, ModelSpec
 from components.models.user import ModelRef, digest, resolve
 
 log = logging.getLogger(__name__)
-_CHECK_ROWS = 8
 
 
 def model_ref(config: TrainConfig) -> ModelRef:
@@ -30,12 +29,15 @@ def model_spec(config: TrainConfig, meta: DatasetMetadata) -> ModelSpec:
     return ModelSpec.for_dataset(meta, model_ref(config), config.options)
 
 
+CHECK_ROWS = 8  # the real batch of the pre-training forward pass
+
+
 def check_model(adapter: FrameworkAdapter, spec: ModelSpec, x: np.ndarray, seed: int) -> int:
     """Build the model and run it on ``x[:8]``; the parameter count, or ConfigError."""
     model = adapter.build_model(spec, seed)
     if not adapter.forward_before_training:
         return adapter.count_params(model)
-    batch = x[:_CHECK_ROWS]
+    batch = x[:CHECK_ROWS]
     try:
         out = np.asarray(adapter.predict_proba(model, batch))
     except Exception as err:
