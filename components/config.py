@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from components.frameworks import check_framework, framework_names
+from components.tasks import TaskName
 
 
 class Framework(StrEnum):
@@ -115,6 +116,9 @@ class IngestParams(SeedParams):
     label: str = Field(default="", description="Label column of --data.")
     val_fraction: float = Field(default=0.15, gt=0.0, lt=0.5)
     test_fraction: float = Field(default=0.15, gt=0.0, lt=0.5)
+    task: TaskName = Field(default=TaskName.AUTO,
+                           description="auto (from the label's values), multiclass, binary or "
+                                       "regression.")
 
 
 class IngestConfig(IngestParams):
@@ -144,6 +148,13 @@ class IngestConfig(IngestParams):
         if self.split_method == "hash" and not self.key_column:
             raise ValueError("split_method 'hash' needs key_column")
         return self
+
+
+class RegressionLoss(StrEnum):
+    """The regression loss, on the standardised label."""
+
+    MSE = "mse"
+    HUBER = "huber"
 
 
 class ClusterOptions(_Config):
@@ -177,6 +188,10 @@ class TrainParams(SeedParams):
     model_options: str = Field(
         default="{}", description='The model builder\'s keyword arguments as JSON, e.g. '
                                   '{"depth": 8}.')
+    binary_logits: int = Field(default=2, ge=1, le=2,
+                               description="Binary task: 1 logit (sigmoid) or 2 (softmax).")
+    regression_loss: RegressionLoss = Field(default=RegressionLoss.MSE,
+                                            description="Regression loss: mse or huber.")
     # A --model file's source, read on the user's machine so that every step (and pod)
     # builds the code the run started with; not a CLI option of its own.
     model_code: str = ""
@@ -210,17 +225,24 @@ class TrainConfig(TrainParams):
 class EvaluateParams(ModelNameParams):
     """The evaluate step's pipeline parameters: the blessing gate's thresholds."""
 
-    min_accuracy: float = Field(default=0.5, ge=0.0, le=1.0)
+    min_accuracy: float = Field(default=0.5, ge=0.0, le=1.0,
+                                description="Classifiers' test accuracy floor.")
+    min_r2: float = Field(default=0.0, le=1.0, description="Regression's test R² floor.")
+    gate_metric: str = Field(
+        default="", description="Metric compared with the champion: accuracy, f1_macro, "
+                                "roc_auc (binary); rmse, mae, r2 (regression); '' = accuracy "
+                                "or rmse.")
     tolerance: float = Field(
-        default=0.0, ge=0.0, le=1.0,
-        description="Blessed if accuracy >= champion's - tolerance.",
+        default=0.0, ge=0.0,
+        description="Blessed if the gate metric is at most this much worse than the "
+                    "champion's.",
     )
     min_f1_macro: float = Field(default=0.0, ge=0.0, le=1.0,
                                 description="Macro-F1 floor; 0 = none.")
     # 0: beating the champion is not required; '' slice_feature: no slices.
     min_improvement: float = Field(
-        default=0.0, ge=0.0, le=1.0,
-        description="Blessed only if accuracy >= champion's + this.",
+        default=0.0, ge=0.0,
+        description="Blessed only if the gate metric beats the champion's by this much.",
     )
     slice_feature: str = Field(default="", description="Column of --data to slice test "
                                                        "metrics by.")
@@ -251,6 +273,10 @@ class CompressParams(_Config):
     max_accuracy_drop: float = Field(default=0.005, ge=0.0, le=1.0,
                                      description="Compression gate: largest accuracy drop a "
                                                  "variant may have (0.005 = 0.5 points).")
+    max_relative_change: float = Field(
+        default=0.02, ge=0.0, le=1.0,
+        description="Compression gate of regression: largest relative RMSE growth of a "
+                    "variant (0.02 = 2%).")
     pruning_sparsity: float = Field(default=0.5, ge=0.0, lt=1.0,
                                     description="Sparsity of the pruned variant.")
 

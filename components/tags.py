@@ -34,6 +34,8 @@ DATASET_TAG: Final = "twinflow.dataset"
 DATASET_DIGEST_TAG: Final = "twinflow.dataset_digest"
 SCHEMA_TAG: Final = "twinflow.schema_for"  # later ingests of the data set validate against it
 SCHEMA_INFERRED_TAG: Final = "twinflow.schema_inferred"
+TASK_TAG: Final = "twinflow.task"  # the resolved task (--task auto is resolved at ingest)
+TASK_REASON_TAG: Final = "twinflow.task_reason"  # why: the user's choice, or what was detected
 
 # The evaluate step run.
 BLESSED_TAG: Final = "twinflow.blessed"  # "true" / "false"
@@ -50,6 +52,7 @@ VERSION_FRAMEWORK_TAG: Final = "framework"
 VERSION_DATASET_TAG: Final = "dataset"
 VERSION_MODEL_TAG: Final = "model"
 VERSION_MODEL_DIGEST_TAG: Final = "model_digest"
+VERSION_TASK_TAG: Final = "task"
 VERSION_DATASET_DIGEST_TAG: Final = "dataset_digest"
 PIPELINE_RUN_TAG: Final = "pipeline_run"  # makes a retried push find its own version
 # Push copies every ``test_*`` metric of evaluate onto the version under its

@@ -105,11 +105,11 @@ def test_trained_model_roundtrip_and_accuracy(trained: tuple[Framework, Path],
     meta = read_metadata(transformed[0])
     test = read_arrays(transformed[0], Split.TEST, meta)
     model = adapter.load_model(model_dir)
-    proba = adapter.predict_proba(model, test.x)
+    proba = adapter.predict(model, test.x)
     assert proba.shape == (len(test), 10)
     assert np.allclose(proba.sum(axis=1), 1.0)
     assert (proba.argmax(1) == test.y).mean() > 0.85
-    again = adapter.predict_proba(adapter.load_model(model_dir), test.x)
+    again = adapter.predict(adapter.load_model(model_dir), test.x)
     assert np.allclose(proba, again, atol=1e-6)
 
 
@@ -134,7 +134,7 @@ def test_tabular_data_trains_an_mlp(fw: Framework, tmp_path: Path, store: str) -
     adapter = get_adapter(fw)
     meta = read_metadata(tmp_path / "data")
     test = read_arrays(tmp_path / "data", Split.TEST, meta)
-    pred = adapter.predict_proba(adapter.load_model(tmp_path / "model"), test.x).argmax(1)
+    pred = adapter.predict(adapter.load_model(tmp_path / "model"), test.x).argmax(1)
     assert (pred == test.y).mean() > 0.85
 
 

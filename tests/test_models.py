@@ -93,7 +93,7 @@ def test_zoo_architectures_have_the_same_parameter_count_in_both_frameworks(
     for fw in ("torch", "tensorflow"):
         adapter = get_adapter(fw)
         model = adapter.build_model(spec, 0)
-        out = adapter.predict_proba(model, np.zeros((3, features), np.float32))
+        out = adapter.predict(model, np.zeros((3, features), np.float32))
         assert out.shape == (3, 10)
         counts[fw] = adapter.count_params(model)
     assert counts["torch"] == counts["tensorflow"] > 0
@@ -157,7 +157,7 @@ def test_builtin_resnet_trains_on_images(fw: Framework, transformed: tuple[Path,
     meta = read_metadata(data)
     test = read_arrays(data, Split.TEST, meta)
     adapter = get_adapter(fw)
-    pred = adapter.predict_proba(adapter.load_model(tmp_path / "model"), test.x).argmax(1)
+    pred = adapter.predict(adapter.load_model(tmp_path / "model"), test.x).argmax(1)
     assert ModelSpec.load(tmp_path / "model").kind == "resnet"
     assert (pred == test.y).mean() > 0.5
 

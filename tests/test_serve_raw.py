@@ -83,7 +83,7 @@ def _train_and_export(fw: Framework, root: Path) -> Trained:
     ExportManifest(framework=str(fw), features=fitted.output_columns(), classes=fitted.classes,
                    entries={**entries, **shipped.entries}, preferred="onnx",
                    raw_features=shipped.features).save(exports)
-    return Trained(exports, fitted, lambda rows: adapter.predict_proba(model, fitted.apply(rows)),
+    return Trained(exports, fitted, lambda rows: adapter.predict(model, fitted.apply(rows)),
                    read_frame(raw, Split.TEST).head(12))
 
 

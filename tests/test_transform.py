@@ -56,5 +56,5 @@ def test_trained_model_dir_holds_raw_input_model(trained: tuple[object, Path],
     raw = read_frame(digits_dir, Split.TEST).head(50)
     served = load_raw_predictor(raw_model.format, raw_model.path)(raw)
     params = load_params(model_dir / "raw" / "transform.json")
-    expected = adapter.predict_proba(adapter.load_model(model_dir), params.apply(raw))
+    expected = adapter.predict(adapter.load_model(model_dir), params.apply(raw))
     assert np.allclose(served, expected, atol=1e-5)

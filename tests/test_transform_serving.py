@@ -37,13 +37,13 @@ def test_exported_raw_model_matches_training_predictions(
     meta = read_metadata(tmp_path / "t")
     test_raw = read_frame(raw, Split.TEST)
     x = read_frame(tmp_path / "t", Split.TEST)[meta.features].to_numpy(np.float32)
-    expected = adapter.predict_proba(model, x)  # what training-time code predicts
+    expected = adapter.predict(model, x)  # what training-time code predicts
 
     # raw rows as a client sends them: NaN / None gaps, an unseen category, shuffled columns
     rows = test_raw.drop(columns=["label"]).sample(frac=1.0, axis=1, random_state=0)
     rows = pd.concat([rows, pd.DataFrame({"size": [np.nan], "weight": [None], "colour": ["teal"],
                                           "shape": [None]})], ignore_index=True)
-    extra = adapter.predict_proba(model, fitted.apply(rows.tail(1)))
+    extra = adapter.predict(model, fitted.apply(rows.tail(1)))
     raw_model = adapter.raw_model(tmp_path / "export")
     assert raw_model is not None
     path = adapter.export_raw_model(model, fitted, raw_model.path)

@@ -19,6 +19,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from components.errors import DataError
+from components.tasks import Task, TaskName, get_task
 
 METADATA_FILE = "metadata.json"
 
@@ -40,20 +41,31 @@ class DatasetMetadata(BaseModel):
     source: str
     label: str
     features: list[str]
-    classes: list[str]
+    classes: list[str]  # [] for regression
     image_shape: list[int] | None = None
     digest: str
     rows: dict[str, int]
+    task: TaskName = TaskName.MULTICLASS
+    # Regression: the label's standardisation, fitted on the train split by transform
+    # (label = shift + scale * what the network learns).
+    label_shift: float = 0.0
+    label_scale: float = 1.0
 
     @property
     def n_classes(self) -> int:
-        """Number of label classes."""
+        """Number of label classes (0 for regression)."""
         return len(self.classes)
+
+    @property
+    def task_object(self) -> Task:
+        """The data set's task."""
+        return get_task(self.task)
 
 
 @dataclass(frozen=True)
 class ArraySplit:
-    """One split as arrays: float32 features and int64 class indices."""
+    """One split as arrays: float32 features and int64 class indices (regression: the
+    float32 label in its own units)."""
 
     x: np.ndarray
     y: np.ndarray
@@ -133,5 +145,10 @@ def read_arrays(data_dir: Path, split: Split, meta: DatasetMetadata) -> ArraySpl
     """One transformed split as arrays ready for a framework."""
     frame = read_frame(data_dir, split)
     x = frame[meta.features].to_numpy(dtype=np.float32, copy=True)
-    y = frame[meta.label].to_numpy(dtype=np.int64, copy=True)
-    return ArraySplit(x=x, y=y)
+    return ArraySplit(x=x, y=label_array(frame[meta.label], meta))
+
+
+def label_array(column: pd.Series, meta: DatasetMetadata) -> np.ndarray:
+    """A transformed label column as the trainers take it (class indices or values)."""
+    dtype = np.int64 if meta.task_object.is_classifier else np.float32
+    return column.to_numpy(dtype=dtype, copy=True)

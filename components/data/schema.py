@@ -50,7 +50,8 @@ class DataSchema(BaseModel):
     name: str
     label: str
     columns: dict[str, ColumnSchema]
-    classes: list[str]
+    classes: list[str]  # [] for regression
+    task: str = ""  # the resolved task; '' in schemas written before tasks existed
 
     @property
     def features(self) -> list[str]:
@@ -72,7 +73,7 @@ class Anomaly(BaseModel):
 
 
 def infer_schema(name: str, label: str, classes: list[str], stats: dict[str, FeatureStats],
-                 train: dict[str, FeatureStats]) -> DataSchema:
+                 train: dict[str, FeatureStats], task: str = "") -> DataSchema:
     """Schema from the statistics of the whole data (ranges) and train (reference)."""
     columns = {}
     for col, s in stats.items():
@@ -84,7 +85,7 @@ def infer_schema(name: str, label: str, classes: list[str], stats: dict[str, Fea
             kind="numeric" if s.kind == "numeric" else "categorical", required=s.missing == 0,
             min=s.min, max=s.max, domain=domain, missing_rate=s.missing_rate,
             reference_quantiles=ref.quantiles, reference_frequencies=ref.frequencies)
-    return DataSchema(name=name, label=label, columns=columns, classes=classes)
+    return DataSchema(name=name, label=label, columns=columns, classes=classes, task=task)
 
 
 def save_schema(schema: DataSchema, path: Path) -> None:

@@ -16,7 +16,7 @@ from components.errors import DataError
 
 SKLEARN_PREFIX = "sklearn:"
 _SKLEARN_IMAGE_SHAPES = {"digits": [8, 8, 1]}
-_SKLEARN_LOADERS = ("digits", "iris", "wine", "breast_cancer")
+_SKLEARN_LOADERS = ("digits", "iris", "wine", "breast_cancer", "diabetes")
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from components.export.manifest import ExportManifest
 log = logging.getLogger(__name__)
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 _TIMEOUT_S = 600
+_STARTED = "twinflow-verify: loading "
 
 
 def verify_exports(directory: Path, references: dict[str, np.ndarray], x: np.ndarray,
@@ -56,11 +57,22 @@ def verify_exports(directory: Path, references: dict[str, np.ndarray], x: np.nda
              *references], env=env, capture_output=True, text=True, timeout=_TIMEOUT_S,
             check=False)
         if done.returncode != 0:
-            lines = done.stderr.strip().splitlines()
-            raise DataError(f"{directory}: reloading the exports in a fresh process failed: "
-                            f"{lines[-1] if lines else f'exit code {done.returncode}'}")
+            raise DataError(f"{directory}: reloading the exports in a fresh process failed"
+                            f"{_where(done.stderr)}: {_last_line(done.stderr, done.returncode)}")
         return {name: _compare(manifest, name, np.load(Path(tmp) / f"{name}.npy"), ref, atol)
                 for name, ref in references.items()}
+
+
+def _where(stderr: str) -> str:
+    """Name the entry the child was loading when it died (its last ``verifying`` line)."""
+    started = [line.split(_STARTED, 1)[1].strip() for line in stderr.splitlines()
+               if _STARTED in line]
+    return f" at export '{started[-1]}'" if started else ""
+
+
+def _last_line(stderr: str, code: int) -> str:
+    lines = [line for line in stderr.strip().splitlines() if _STARTED not in line]
+    return lines[-1] if lines else f"exit code {code}"
 
 
 def _compare(manifest: ExportManifest, name: str, got: np.ndarray, want: np.ndarray,
@@ -88,6 +100,8 @@ def _main(argv: list[str]) -> None:
     x = np.load(inputs)
     for name in names:
         entry = manifest.entries[name]
+        sys.stderr.write(f"{_STARTED}{name}\n")
+        sys.stderr.flush()
         try:
             if entry.input == "raw":
                 rows = pd.read_parquet(out_dir / "raw.parquet")
@@ -103,3 +117,9 @@ def _main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     _main(sys.argv[1:])
+    # Every output is on disk. Skip interpreter teardown: the runtimes' thread
+    # pools (TensorFlow, onnxruntime) can abort in their static destructors
+    # ("terminate called without an active exception") after the work is done,
+    # which would fail a check whose answers were all written.
+    sys.stderr.flush()
+    os._exit(0)

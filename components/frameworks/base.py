@@ -23,6 +23,7 @@ from components.errors import ConfigError
 from components.export.candidates import Built, RawModel
 from components.export.manifest import ExportFormat
 from components.models.user import IMAGE_ONLY, ModelRef
+from components.tasks import Outputs, Task, TaskName, get_task
 from components.train.k8s.kinds import JobKind
 
 if TYPE_CHECKING:
@@ -49,32 +50,57 @@ class ModelSpec:
 
     kind: str
     n_features: int
-    n_classes: int
+    n_classes: int  # 0 for regression
     image_shape: tuple[int, ...] | None = None
     options: dict[str, Any] = field(default_factory=dict)
     feature_names: tuple[str, ...] = ()
-    task: str = "multiclass"
+    task: str = TaskName.MULTICLASS.value
     source: str = ""
     digest: str = ""
+    outputs: str = Outputs.LOGITS.value  # what the network returns (components.tasks)
+    # Regression: label = label_shift + label_scale * (what the builder's network returns),
+    # a fixed last layer the framework adds (so that exports answer in the label's units).
+    label_shift: float = 0.0
+    label_scale: float = 1.0
 
     @classmethod
     def for_dataset(cls, meta: DatasetMetadata, model: ModelRef | None = None,
-                    options: dict[str, Any] | None = None) -> ModelSpec:
+                    options: dict[str, Any] | None = None,
+                    binary_logits: int = 2) -> ModelSpec:
         """The spec of ``model`` (default: the CNN for image data, an MLP otherwise)."""
         shape = tuple(meta.image_shape) if meta.image_shape else None
         kind = model.name if model is not None and model.name else ("cnn" if shape else "mlp")
         if kind in IMAGE_ONLY and shape is None:
             raise ConfigError(f"model {kind}: needs image data; {meta.name} is tabular "
                               f"(use linear or mlp, or your own model)")
+        outputs = meta.task_object.outputs(meta.n_classes, binary_logits)
         return cls(kind=kind, n_features=len(meta.features), n_classes=meta.n_classes,
                    image_shape=shape, options=dict(options or {}),
-                   feature_names=tuple(meta.features),
-                   source=model.source if model else "", digest=model.digest if model else "")
+                   feature_names=tuple(meta.features), task=meta.task.value,
+                   source=model.source if model else "", digest=model.digest if model else "",
+                   outputs=outputs.value, label_shift=meta.label_shift,
+                   label_scale=meta.label_scale)
 
     @property
     def n_outputs(self) -> int:
-        """Width of the network's output (one logit per class)."""
-        return self.n_classes
+        """Width of the network's output: one logit per class, or one (a binary task's
+        single logit, a regression value)."""
+        return self.n_classes if self.output_kind is Outputs.LOGITS else 1
+
+    @property
+    def output_kind(self) -> Outputs:
+        """How the network's outputs become answers."""
+        return Outputs(self.outputs)
+
+    @property
+    def task_object(self) -> Task:
+        """The spec's task."""
+        return get_task(self.task)
+
+    @property
+    def rescales(self) -> bool:
+        """The network gets the fixed de-standardising last layer (regression)."""
+        return not self.task_object.is_classifier
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -102,18 +128,24 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class EpochMetrics:
-    """What one epoch reports, identically for both frameworks."""
+    """What one epoch reports, identically for both frameworks.
+
+    ``score`` is the task's epoch metric (:attr:`Task.epoch_metric`, named by
+    ``metric``): accuracy for classifiers, RMSE in the label's units for regression.
+    """
 
     epoch: int
     loss: float
-    accuracy: float
+    score: float
     val_loss: float
-    val_accuracy: float
+    val_score: float
     seconds: float
+    metric: str = "accuracy"
 
     def as_metrics(self) -> dict[str, float]:
-        """Metric names as logged to MLflow."""
-        return {k: float(v) for k, v in asdict(self).items() if k != "epoch"}
+        """Metric names as logged to MLflow (``accuracy``/``val_accuracy``, or ``rmse``...)."""
+        return {"loss": self.loss, self.metric: self.score, "val_loss": self.val_loss,
+                f"val_{self.metric}": self.val_score, "seconds": self.seconds}
 
 
 EpochCallback = Callable[[EpochMetrics], None]
@@ -202,8 +234,13 @@ class FrameworkAdapter(ABC):
         """Visible GPUs."""
 
     @abstractmethod
-    def predict_proba(self, model: Any, x: np.ndarray) -> np.ndarray:
-        """Class probabilities for a float32 feature matrix."""
+    def forward(self, model: Any, x: np.ndarray) -> np.ndarray:
+        """The network's outputs (logits, or values) for a float32 feature matrix."""
+
+    def predict(self, model: Any, x: np.ndarray,
+                outputs: Outputs = Outputs.LOGITS) -> np.ndarray:
+        """Answers: class probabilities, or values in the label's units (regression)."""
+        return outputs.answers(self.forward(model, x))
 
     @abstractmethod
     def count_params(self, model: Any) -> int:
@@ -264,7 +301,7 @@ class TrainingModule(Protocol):
 
     def device_count(self) -> int: ...
 
-    def predict_proba(self, model: Any, x: np.ndarray) -> np.ndarray: ...
+    def forward(self, model: Any, x: np.ndarray) -> np.ndarray: ...
 
     def count_params(self, model: Any) -> int: ...
 
@@ -311,8 +348,8 @@ class PackageAdapter(FrameworkAdapter):
     def device_count(self) -> int:
         return self._training().device_count()
 
-    def predict_proba(self, model: Any, x: np.ndarray) -> np.ndarray:
-        return self._training().predict_proba(model, x)
+    def forward(self, model: Any, x: np.ndarray) -> np.ndarray:
+        return self._training().forward(model, x)
 
     def count_params(self, model: Any) -> int:
         return self._training().count_params(model)
@@ -363,7 +400,8 @@ class EpochProgress:
     def end(self, metrics: EpochMetrics) -> None:
         """Close the bar with the epoch's metrics."""
         if self._bar is not None:
-            self._bar.set_postfix(loss=f"{metrics.loss:.4f}", acc=f"{metrics.accuracy:.3f}",
-                                  val_acc=f"{metrics.val_accuracy:.3f}")
+            self._bar.set_postfix({"loss": f"{metrics.loss:.4f}",
+                                   metrics.metric: f"{metrics.score:.3f}",
+                                   f"val_{metrics.metric}": f"{metrics.val_score:.3f}"})
             self._bar.close()
             self._bar = None

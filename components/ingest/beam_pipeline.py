@@ -28,6 +28,7 @@ import apache_beam as beam
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -66,6 +67,8 @@ class IngestPlan:
     key_column: str
     stratify: bool
     skip_bad: bool
+    # Regression: the label's quantile edges; rows are stratified by bin, not by value.
+    label_bins: tuple[float, ...] = ()
 
 
 class ReadAndSplit(beam.DoFn):
@@ -112,12 +115,13 @@ class ReadAndSplit(beam.DoFn):
                                 f"{column.type} to {f.type}: {err}") from None
         out = pa.RecordBatch.from_arrays(arrays, schema=schema)
         label = out.column(self.plan.label)
-        if label.null_count:
+        missing_label = label.is_null(nan_is_null=True)
+        if pc.sum(missing_label).as_py():
             first = self.plan.csv.header + 1 if self.plan.fmt == "csv" else 1
-            for i in np.flatnonzero(label.is_null().to_numpy(zero_copy_only=False)):
+            for i in np.flatnonzero(missing_label.to_numpy(zero_copy_only=False)):
                 bad.reject(path, bad.line_of(offset + int(i) + first),
                            f"label column '{self.plan.label}' is missing")
-            out = out.filter(label.is_valid())
+            out = out.filter(pc.invert(missing_label))
         return out
 
     def _assign(self, batch: pa.RecordBatch, index: int, offset: int,
@@ -161,7 +165,10 @@ def split_codes(labels: pa.Array, keys: np.ndarray | None, file_index: int, offs
     if keys is not None:
         u = _unit(pd.util.hash_array(keys.astype(object), hash_key=hash_key))
     elif plan.stratify:
-        u = _stratified_unit(labels, file_index, counters, hash_key)
+        strata = (pa.array(np.searchsorted(np.asarray(plan.label_bins),
+                                           labels.to_numpy(zero_copy_only=False)))
+                  if plan.label_bins else labels)
+        u = _stratified_unit(strata, file_index, counters, hash_key)
     else:
         rows = (np.uint64(file_index) << np.uint64(40)) + np.arange(
             offset, offset + len(labels), dtype=np.uint64)

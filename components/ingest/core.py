@@ -15,22 +15,27 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import mlflow
+import numpy as np
 import pyarrow as pa
 
 from components.config import IngestConfig
 from components.data.dataset import DatasetMetadata, dataset_digest, write_metadata
 from components.data.readers import BadRows, image_shape, list_files, read_batches
 from components.data.schema import (
+    DataSchema,
     check_columns,
     check_statistics,
     infer_schema,
     raise_severe,
 )
 from components.data.sources import SKLEARN_PREFIX, load_source, source_name
-from components.data.statistics import finish, is_numeric, merge_into
+from components.data.statistics import FeatureStats, finish, is_numeric, merge_into
 from components.errors import DataError
 from components.ingest import beam_pipeline, tracking
 from components.ingest.beam_pipeline import IngestPlan
+from components.tags import TASK_REASON_TAG, TASK_TAG
+from components.tasks import REGRESSION_BINS, Task, TaskChoice, TaskName, detect_task, get_task
 
 log = logging.getLogger(__name__)
 
@@ -53,21 +58,25 @@ def run_ingest(config: IngestConfig, out_dir: Path) -> DatasetMetadata:
 def _ingest(config: IngestConfig, out_dir: Path, tmp: Path) -> DatasetMetadata:
     name, files, fmt, label, shape = _resolve_source(config, tmp)
     where = config.source
-    found = _probe(files[0], fmt, label, config)
+    found, sample = _probe(files[0], fmt, label, config)
     previous = tracking.previous_schema(config.schema_source, name)
     if previous is not None:
         raise_severe(check_columns(previous, found), where)
         found = {c: previous.columns[c].kind for c in previous.columns}
+    choice = _task(config, previous, found[label] == "numeric", sample, where, label)
+    task = get_task(choice.task)
     features = [c for c in found if c != label]
     if not features:
         raise DataError(f"{where}: no feature columns besides the label '{label}'")
-    schema = pa.schema([(c, pa.float64() if found[c] == "numeric" and c != label
-                         else pa.string()) for c in [*features, label]])
+    schema = pa.schema([(c, pa.float64() if found[c] == "numeric" and
+                         (c != label or not task.is_classifier) else pa.string())
+                        for c in [*features, label]])
     plan = IngestPlan(fmt=fmt, label=label, csv=config.csv, batch_rows=config.batch_rows,
                       schema=schema, seed=config.seed,
                       fractions=(config.val_fraction, config.test_fraction),
                       split_method=config.split_method, key_column=config.key_column,
-                      stratify=config.stratify, skip_bad=config.bad_rows == "skip")
+                      stratify=config.stratify, skip_bad=config.bad_rows == "skip",
+                      label_bins=() if task.is_classifier else label_bins(sample))
     if config.split_method == "hash" and config.key_column not in found:
         raise DataError(f"{where}: key column '{config.key_column}' not found")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -79,23 +88,28 @@ def _ingest(config: IngestConfig, out_dir: Path, tmp: Path) -> DatasetMetadata:
     stats_all = finish(merged)
     splits = {s: finish(accs.get(s, {})) for s in beam_pipeline.SPLITS}
     rows = {s: (st[label].count if label in st else 0) for s, st in splits.items()}
-    classes = _check_classes(stats_all[label].frequencies, rows, where, label,
-                             stats_all[label].count)
+    if task.is_classifier:
+        classes = _check_classes(stats_all[label].frequencies, rows, where, label,
+                                 stats_all[label].count, task)
+    else:
+        classes = _check_values(stats_all[label], rows, where, label)
     anomalies = check_statistics(stats_all, label, classes, previous, splits["train"],
                                  config.drift_threshold, config.missing_spike)
     raise_severe(anomalies, where)
-    schema_out = previous or infer_schema(name, label, classes, stats_all, splits["train"])
+    schema_out = previous or infer_schema(name, label, classes, stats_all, splits["train"],
+                                          choice.task)
     meta = DatasetMetadata(
         name=name, source=config.source, label=label, features=features,
         classes=schema_out.classes if previous else classes, image_shape=shape,
-        digest=dataset_digest(out_dir), rows=rows)
+        digest=dataset_digest(out_dir), rows=rows, task=choice.task)
     write_metadata(out_dir, meta)
     tracking.write_reports(out_dir, {"all": stats_all, **splits}, schema_out, anomalies, bad)
     tracking.track(config, meta, out_dir, bad, inferred=previous is None)
+    mlflow.set_tags({TASK_TAG: choice.task.value, TASK_REASON_TAG: choice.reason[:500]})
     if bad["count"]:
         log.warning("%s: skipped %d bad rows, e.g. %s", where, bad["count"], bad["sample"][:3])
-    log.info("ingested %s: %s rows, %d classes, digest %s",
-             name, meta.rows, meta.n_classes, meta.digest)
+    log.info("ingested %s: %s rows, task %s (%s), %d classes, digest %s",
+             name, meta.rows, choice.task.value, choice.reason, meta.n_classes, meta.digest)
     return meta
 
 
@@ -114,8 +128,10 @@ def _resolve_source(config: IngestConfig,
     return source_name(config.source), files, fmt, label, image_shape(files[0], fmt)
 
 
-def _probe(path: str, fmt: str, label: str, config: IngestConfig) -> dict[str, str]:
-    """Column kinds (numeric | categorical) from the first batch of the first file."""
+def _probe(path: str, fmt: str, label: str,
+           config: IngestConfig) -> tuple[dict[str, str], np.ndarray]:
+    """Column kinds (numeric | categorical) and the label's values, from the first batch
+    of the first file."""
     batches = read_batches(path, fmt, label, config.csv, min(config.batch_rows, 4096), None,
                            BadRows(skip=True))
     first = next(iter(batches), None)
@@ -126,18 +142,59 @@ def _probe(path: str, fmt: str, label: str, config: IngestConfig) -> dict[str, s
     if label not in kinds:
         shown = ", ".join(list(kinds)[:20])
         raise DataError(f"{path}: label column '{label}' not found; columns are: {shown}")
-    return kinds
+    return kinds, first.column(label).to_numpy(zero_copy_only=False)
+
+
+def _task(config: IngestConfig, previous: DataSchema | None, numeric: bool,
+          sample: np.ndarray, where: str, label: str) -> TaskChoice:
+    """The run's task: the user's, the schema's (a data set keeps its task), or detected."""
+    if config.task == TaskName.AUTO and previous is not None and previous.task:
+        return TaskChoice(TaskName(previous.task), f"the schema of '{previous.name}'")
+    choice = detect_task(sample, numeric, config.task)
+    if choice.task == TaskName.REGRESSION and not numeric:
+        raise DataError(f"{where}: label column '{label}' is not numeric; regression needs "
+                        "numbers (use --task multiclass or binary)")
+    return choice
+
+
+def label_bins(sample: np.ndarray) -> tuple[float, ...]:
+    """Inner quantile edges of the probed label values, for a binned stratified split."""
+    values = sample.astype(np.float64)
+    values = values[~np.isnan(values)]
+    if not len(values):
+        return ()
+    edges = np.quantile(values, np.linspace(0.0, 1.0, REGRESSION_BINS + 1)[1:-1])
+    return tuple(float(e) for e in np.unique(edges))
+
+
+def _check_values(stats: FeatureStats, rows: dict[str, int], where: str,
+                  label: str) -> list[str]:
+    """A regression label needs rows in every split and more than one value."""
+    if stats.count == 0:
+        raise DataError(f"{where}: no data rows")
+    if not stats.std:
+        raise DataError(f"{where}: label column '{label}' is constant ({stats.min}); "
+                        "nothing to regress")
+    empty = [s for s, n in rows.items() if n == 0]
+    if empty:
+        raise DataError(f"{where}: cannot split {stats.count} rows: split(s) {empty} would "
+                        "be empty")
+    return []
 
 
 def _check_classes(freq: dict[str, float], rows: dict[str, int], where: str, label: str,
-                   total: int) -> list[str]:
-    """Sorted class names; at least two, each with enough rows for three splits."""
+                   total: int, task: Task) -> list[str]:
+    """Sorted class names; at least two (binary: exactly two), each with enough rows for
+    three splits."""
     classes = sorted(freq, key=_class_sort_key)
     if total == 0:
         raise DataError(f"{where}: no data rows")
     if len(classes) < 2:
         raise DataError(f"{where}: label column '{label}' has a single class "
                         f"'{classes[0]}'; need at least two")
+    if task.name == TaskName.BINARY and len(classes) != 2:
+        raise DataError(f"{where}: --task binary needs two classes; label column '{label}' "
+                        f"has {len(classes)}: {classes[:10]}")
     small = [c for c in classes if round(freq[c] * total) < 3]
     if small:
         raise DataError(f"{where}: classes {small[:10]} have fewer than 3 rows; "

@@ -32,8 +32,8 @@ def train(parent_run_id: str, framework: str, epochs: int, batch_size: int,
                              cluster=ClusterOptions.model_validate_json(cluster_options or "{}"))
         ckpt = Path(checkpoint_root) / framework if checkpoint_root else None
         result = run_train(config, Path(data.path), Path(model.path), ckpt)
-        model.metadata.update({"framework": framework,
-                               "val_accuracy": result.last_epoch.val_accuracy})
+        last = result.last_epoch
+        model.metadata.update({"framework": framework, f"val_{last.metric}": last.val_score})
 
 
 train_ops = framework_components(train)

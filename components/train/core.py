@@ -20,7 +20,7 @@ from components.data.dataset import Split, head_features, read_metadata
 from components.frameworks import get_adapter
 from components.frameworks.base import EpochMetrics, ModelSpec, TrainContext
 from components.settings import get_settings
-from components.tags import MODEL_DIGEST_TAG, MODEL_TAG
+from components.tags import MODEL_DIGEST_TAG, MODEL_TAG, TASK_TAG
 from components.train.cluster import train_on_cluster, wants_cluster
 from components.train.launch import TrainingError, launch_workers
 from components.train.model import CHECK_ROWS, check_model, model_spec
@@ -77,9 +77,9 @@ def run_train(config: TrainConfig, data_dir: Path, model_dir: Path,
     mlflow.log_metrics({"train_seconds": seconds,
                         "train_samples_per_second": result.samples_per_second,
                         "peak_rss_mb": peak_rss_mb()})
-    log.info("trained %s %s with %d worker(s) in %.1fs: val_accuracy %.4f",
-             config.framework, spec.kind, config.workers, seconds,
-             result.last_epoch.val_accuracy)
+    last = result.last_epoch
+    log.info("trained %s %s with %d worker(s) in %.1fs: val_%s %.4f", config.framework,
+             spec.kind, config.workers, seconds, last.metric, last.val_score)
     return result
 
 
@@ -89,7 +89,8 @@ def log_model_choice(config: TrainConfig, spec: ModelSpec, n_params: int) -> Non
     params = config.model_dump(mode="json", exclude={"model_code"})
     options = {f"model_option.{k}": v for k, v in spec.options.items()}
     mlflow.log_params({**params, **options, "model_kind": spec.kind,
-                       "n_classes": spec.n_classes})
+                       "n_classes": spec.n_classes, "n_outputs": spec.n_outputs})
+    mlflow.set_tag(TASK_TAG, spec.task)
     mlflow.log_metric("model_parameters", n_params)
     mlflow.set_tag(MODEL_TAG, spec.kind)
     if spec.source:

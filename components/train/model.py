@@ -26,7 +26,7 @@ def model_ref(config: TrainConfig) -> ModelRef:
 
 def model_spec(config: TrainConfig, meta: DatasetMetadata) -> ModelSpec:
     """The spec every rank builds from (the same on all of them)."""
-    return ModelSpec.for_dataset(meta, model_ref(config), config.options)
+    return ModelSpec.for_dataset(meta, model_ref(config), config.options, config.binary_logits)
 
 
 CHECK_ROWS = 8  # the real batch of the pre-training forward pass
@@ -39,13 +39,16 @@ def check_model(adapter: FrameworkAdapter, spec: ModelSpec, x: np.ndarray, seed:
         return adapter.count_params(model)
     batch = x[:CHECK_ROWS]
     try:
-        out = np.asarray(adapter.predict_proba(model, batch))
+        out = np.asarray(adapter.forward(model, batch))
     except Exception as err:
         raise ConfigError(f"model {spec.kind}: a forward pass on a batch of shape "
                           f"{tuple(batch.shape)} (input shape {spec.input_shape}) failed: "
                           f"{type(err).__name__}: {err}") from None
     want = (len(batch), spec.n_outputs)
+    if out.ndim == 1 and spec.n_outputs == 1:
+        out = out[:, None]
     if out.shape != want:
         raise ConfigError(f"model {spec.kind}: output shape {tuple(out.shape)} does not match "
-                          f"the task ({spec.task}, {spec.n_classes} classes): expected {want}")
+                          f"the task ({spec.task}, {spec.n_outputs} output(s) per row): "
+                          f"expected {want}")
     return adapter.count_params(model)

@@ -54,9 +54,11 @@ def _features_only(table: pa.Table, features: list[str]) -> list[pa.RecordBatch]
     return table.select(features).to_batches()
 
 
-def train_accumulators(data_dir: Path, meta: DatasetMetadata,
-                       config: TransformConfig) -> dict[str, Any]:
-    """Per-feature accumulators over the train split, computed by a Beam pipeline."""
+def train_accumulators(data_dir: Path, meta: DatasetMetadata, config: TransformConfig,
+                       with_label: bool = False) -> dict[str, Any]:
+    """Per-feature accumulators over the train split (and the label's, for a regression
+    label's scaling), computed by a Beam pipeline."""
+    columns = [*meta.features, meta.label] if with_label else meta.features
     train = split_path(data_dir, Split.TRAIN)
     if not train.exists():
         raise DataError(f"{data_dir}: no 'train' split")
@@ -66,9 +68,8 @@ def train_accumulators(data_dir: Path, meta: DatasetMetadata,
         with beam.Pipeline(runner=local_runner(config.runner),
                            options=pipeline_options(config.runner,
                                                     dict(config.pipeline_options))) as p:
-            _ = (p | "ReadTrain" >> beam.io.ReadFromParquetBatched(pattern,
-                                                                    columns=meta.features)
-                 | "Batches" >> beam.FlatMap(_features_only, meta.features)
+            _ = (p | "ReadTrain" >> beam.io.ReadFromParquetBatched(pattern, columns=columns)
+                 | "Batches" >> beam.FlatMap(_features_only, columns)
                  | "Analyze" >> beam.CombineGlobally(StatsCombineFn())
                  | "Write" >> beam.ParDo(_WriteAcc(out)))
         with open(out, "rb") as fh:
@@ -79,7 +80,8 @@ def train_accumulators(data_dir: Path, meta: DatasetMetadata,
 def fit_transform(data_dir: Path, meta: DatasetMetadata,
                   config: TransformConfig) -> FittedTransform:
     """Fit every feature's analyzer on the train split."""
-    acc = train_accumulators(data_dir, meta, config)
+    regression = not meta.task_object.is_classifier
+    acc = train_accumulators(data_dir, meta, config, with_label=regression)
     numeric, categorical = [], []
     for name in meta.features:
         col = acc.get(name)
@@ -93,8 +95,18 @@ def fit_transform(data_dir: Path, meta: DatasetMetadata,
     if unknown:
         log.warning("transform options name unknown features %s", unknown[:10])
     rows = meta.rows.get(Split.TRAIN.value, 0)
-    return FittedTransform(label=meta.label, classes=meta.classes, numeric=numeric,
+    shift, scale = _label_scaling(acc.get(meta.label)) if regression else (0.0, 1.0)
+    return FittedTransform(label=meta.label, classes=meta.classes, task=meta.task,
+                           label_shift=shift, label_scale=scale, numeric=numeric,
                            categorical=categorical, fitted_on_rows=rows)
+
+
+def _label_scaling(acc: Any) -> tuple[float, float]:
+    """Mean and standard deviation of a regression label over the train split."""
+    if not isinstance(acc, NumericAcc) or acc.count == 0:
+        raise DataError("regression label: no numeric values in the train split")
+    std = math.sqrt(acc.m2 / acc.count)
+    return acc.mean, std if std > 0 else 1.0
 
 
 def _fit_numeric(name: str, acc: NumericAcc, choice: NumericChoice) -> NumericFit:

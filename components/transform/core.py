@@ -29,7 +29,9 @@ def run_transform(data_dir: Path, out_dir: Path, params_path: Path,
     config = config or TransformConfig()
     meta = read_metadata(data_dir)
     fitted = fit_transform(data_dir, meta, config)
-    out_meta = meta.model_copy(update={"features": fitted.output_columns()})
+    out_meta = meta.model_copy(update={"features": fitted.output_columns(),
+                                       "label_shift": fitted.label_shift,
+                                       "label_scale": fitted.label_scale})
     if meta.image_shape and len(out_meta.features) != len(meta.features):
         raise DataError(f"{data_dir}: image data must keep one column per pixel; "
                         "use scale 'standard', 'minmax' or 'none' for its features")

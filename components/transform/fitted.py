@@ -24,6 +24,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from components.errors import ConfigError, DataError
+from components.tasks import TaskName, get_task
 
 FITTED_FILE = "transform.json"
 Scale = Literal["standard", "minmax", "bucketize", "none"]
@@ -125,7 +126,12 @@ class FittedTransform(BaseModel):
 
     version: int = 1
     label: str
-    classes: list[str]
+    classes: list[str]  # [] for regression
+    task: TaskName = TaskName.MULTICLASS
+    # Regression: the train split's label mean and standard deviation. The network
+    # learns (label - shift) / scale; its fixed last layer undoes it (see ModelSpec).
+    label_shift: float = 0.0
+    label_scale: float = 1.0
     numeric: list[NumericFit]
     categorical: list[CategoricalFit]
     fitted_on_rows: int
@@ -192,7 +198,17 @@ class FittedTransform(BaseModel):
         return np.concatenate(blocks, axis=1).astype(np.float32)
 
     def encode_labels(self, labels: pd.Series) -> np.ndarray:
-        """Map raw label values (as strings) to class indices; unknown classes fail."""
+        """Map raw label values (as strings) to class indices; unknown classes fail.
+
+        Regression labels stay values in their own units (float32); the loss and the
+        model's last layer apply the standardisation.
+        """
+        if not get_task(self.task).is_classifier:
+            values = pd.to_numeric(labels, errors="coerce")
+            if values.isna().any():
+                bad = labels[values.isna()].astype(str).unique()[:10].tolist()
+                raise DataError(f"label column '{self.label}': not numbers: {bad}")
+            return values.to_numpy(dtype=np.float32)
         index = {c: i for i, c in enumerate(self.classes)}
         codes = labels.astype(str).map(index)
         if codes.isna().any():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -22,9 +23,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from components.config import Precision, TrainConfig
+from components.config import Precision, RegressionLoss, TrainConfig
 from components.data.dataset import ArraySplit
-from components.export.runtime import softmax
 from components.frameworks.base import (
     EpochCallback,
     EpochMetrics,
@@ -34,6 +34,7 @@ from components.frameworks.base import (
 )
 from components.frameworks.tensorflow.zoo import ZOO
 from components.models.user import call_builder, pick_builder
+from components.tasks import Outputs
 
 _POLICIES = {Precision.FP32: "float32", Precision.BF16: "mixed_bfloat16",
              Precision.FP16: "mixed_float16"}
@@ -54,12 +55,55 @@ def build_model(spec: ModelSpec, seed: int) -> keras.Model:
                         "a tf_keras Model (Keras 2: import tf_keras as keras)")
 
 
+def with_head(model: keras.Model, spec: ModelSpec) -> keras.Model:
+    """The trained network as it is saved: regression gets a fixed float32 last layer
+    (label units from the standardised ones the network learnt)."""
+    if not spec.rescales:
+        return model
+    inputs = keras.Input(shape=(spec.n_features,), dtype="float32")
+    rescale = keras.layers.Rescaling(spec.label_scale, offset=spec.label_shift,
+                                     dtype="float32", name="rescale")
+    return keras.Model(inputs, rescale(model(inputs)), name="rescaled")
+
+
+@dataclass(frozen=True)
+class _Objective:
+    """Loss, epoch metric and targets of one output kind (components.tasks.Outputs)."""
+
+    loss: keras.losses.Loss
+    metric: keras.metrics.Metric
+    shift: float = 0.0
+    scale: float = 1.0  # the score in the label's units: the metric times this
+    column: bool = False  # targets as (n, 1), the outputs' shape
+
+    def target(self, y: np.ndarray) -> np.ndarray:
+        out = (y - self.shift) / self.scale if self.scale != 1.0 or self.shift else y
+        return out.reshape(-1, 1) if self.column else out
+
+
+def _objective(spec: ModelSpec, config: TrainConfig) -> _Objective:
+    kind = spec.output_kind
+    if kind is Outputs.VALUES:
+        huber = config.regression_loss is RegressionLoss.HUBER
+        return _Objective(keras.losses.Huber() if huber else keras.losses.MeanSquaredError(),
+                          keras.metrics.RootMeanSquaredError(name="score"),
+                          spec.label_shift, spec.label_scale, column=True)
+    if kind is Outputs.LOGIT:
+        return _Objective(keras.losses.BinaryCrossentropy(from_logits=True),
+                          keras.metrics.BinaryAccuracy(name="score", threshold=0.0),
+                          column=True)
+    return _Objective(keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      keras.metrics.SparseCategoricalAccuracy(name="score"))
+
+
 class _Reporter(keras.callbacks.Callback):
     """Bridges Keras callbacks to the shared progress bar and epoch callback."""
 
-    def __init__(self, progress: EpochProgress, on_epoch: EpochCallback) -> None:
+    def __init__(self, progress: EpochProgress, on_epoch: EpochCallback, metric: str,
+                 scale: float) -> None:
         super().__init__()
         self.progress, self.on_epoch = progress, on_epoch
+        self.metric, self.scale = metric, scale
         self._start = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
@@ -71,16 +115,17 @@ class _Reporter(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         logs = logs or {}
-        metrics = EpochMetrics(epoch + 1, float(logs["loss"]), float(logs["accuracy"]),
-                               float(logs["val_loss"]), float(logs["val_accuracy"]),
-                               time.perf_counter() - self._start)
+        metrics = EpochMetrics(epoch + 1, float(logs["loss"]),
+                               float(logs["score"]) * self.scale, float(logs["val_loss"]),
+                               float(logs["val_score"]) * self.scale,
+                               time.perf_counter() - self._start, self.metric)
         self.progress.end(metrics)
         self.on_epoch(metrics)
 
 
 def train(spec: ModelSpec, train: ArraySplit, val: ArraySplit, config: TrainConfig,
           ctx: TrainContext, on_epoch: EpochCallback) -> keras.Model:
-    """Adam + sparse cross-entropy on logits; MultiWorkerMirroredStrategy when distributed.
+    """Adam + the task's loss; MultiWorkerMirroredStrategy when distributed.
 
     The strategy reads TF_CONFIG; each worker takes its share of every global
     batch (auto-shard by DATA), so the global batch stays ``config.batch_size``.
@@ -91,21 +136,23 @@ def train(spec: ModelSpec, train: ArraySplit, val: ArraySplit, config: TrainConf
     strategy = _strategy(ctx)
     with strategy.scope():
         model = build_model(spec, config.seed)
-        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=["accuracy"])
+        goal = _objective(spec, config)
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=goal.loss,
+                      metrics=[goal.metric])
     batches = len(train) // config.batch_size
     progress = EpochProgress(config.epochs, batches, config.show_progress and ctx.is_chief)
     callbacks: list[keras.callbacks.Callback] = []
     if ctx.checkpoint_dir is not None:  # first: an epoch is reported only once it is saved
         callbacks.append(keras.callbacks.BackupAndRestore(str(ctx.checkpoint_dir),
                                                           delete_checkpoint=False))
-    callbacks.append(_Reporter(progress, on_epoch if ctx.is_chief else lambda _m: None))
-    model.fit(_dataset(train, config.batch_size, config.seed, shuffle=True),
-              validation_data=_dataset(val, config.batch_size, config.seed, shuffle=False),
+    callbacks.append(_Reporter(progress, on_epoch if ctx.is_chief else lambda _m: None,
+                               spec.task_object.epoch_metric, goal.scale))
+    model.fit(_dataset(train, goal, config.batch_size, config.seed, shuffle=True),
+              validation_data=_dataset(val, goal, config.batch_size, config.seed,
+                                       shuffle=False),
               epochs=config.epochs, verbose=0, callbacks=callbacks)
     keras.mixed_precision.set_global_policy("float32")
-    return model
+    return with_head(model, spec)
 
 
 def _strategy(ctx: TrainContext) -> tf.distribute.Strategy:
@@ -122,9 +169,10 @@ def device_count() -> int:
     return len(tf.config.list_physical_devices("GPU"))
 
 
-def _dataset(split: ArraySplit, batch_size: int, seed: int, shuffle: bool) -> tf.data.Dataset:
+def _dataset(split: ArraySplit, goal: _Objective, batch_size: int, seed: int,
+             shuffle: bool) -> tf.data.Dataset:
     """A seeded tf.data pipeline, sharded by data across workers."""
-    ds = tf.data.Dataset.from_tensor_slices((split.x, split.y))
+    ds = tf.data.Dataset.from_tensor_slices((split.x, goal.target(split.y)))
     if shuffle:
         ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
     options = tf.data.Options()
@@ -134,9 +182,9 @@ def _dataset(split: ArraySplit, batch_size: int, seed: int, shuffle: bool) -> tf
     return ds.batch(batch_size, drop_remainder=shuffle).with_options(options)
 
 
-def predict_proba(model: keras.Model, x: np.ndarray) -> np.ndarray:
-    """Class probabilities for a float32 feature matrix."""
-    return softmax(np.asarray(model(np.asarray(x, np.float32), training=False)))
+def forward(model: keras.Model, x: np.ndarray) -> np.ndarray:
+    """The network's outputs (logits, or values) for a float32 feature matrix."""
+    return np.asarray(model(np.asarray(x, np.float32), training=False))
 
 
 def count_params(model: keras.Model) -> int:
@@ -153,7 +201,8 @@ def save_model(model: keras.Model, spec: ModelSpec, model_dir: Path) -> None:
 
 def load_model(model_dir: Path) -> keras.Model:
     """Rebuild the network from its spec and load the weights of :func:`save_model`."""
-    model = build_model(ModelSpec.load(model_dir), seed=0)
+    spec = ModelSpec.load(model_dir)
+    model = with_head(build_model(spec, seed=0), spec)
     model.load_weights(str(model_dir / MODEL_FILE))
     return model
 

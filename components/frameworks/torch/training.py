@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from datetime import timedelta
@@ -15,9 +16,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from components.config import Precision, TrainConfig
+from components.config import Precision, RegressionLoss, TrainConfig
 from components.data.dataset import ArraySplit
-from components.export.runtime import softmax
 from components.frameworks.base import (
     EpochCallback,
     EpochMetrics,
@@ -27,6 +27,7 @@ from components.frameworks.base import (
 )
 from components.frameworks.torch.zoo import ZOO
 from components.models.user import call_builder, pick_builder, user_modules
+from components.tasks import Outputs
 
 log = logging.getLogger(__name__)
 MODEL_FILE = "model.pt"
@@ -44,9 +45,102 @@ def build_model(spec: ModelSpec, seed: int) -> nn.Module:
                         "a torch.nn.Module")
 
 
+class Rescale(nn.Module):
+    """The fixed last layer of a regression network: label units from standardised ones,
+    in float32 whatever the autocast dtype (a bf16 shift of ~150 would lose the units)."""
+
+    shift: torch.Tensor
+    scale: torch.Tensor
+
+    def __init__(self, shift: float, scale: float) -> None:
+        super().__init__()
+        self.register_buffer("shift", torch.tensor(shift, dtype=torch.float32))
+        self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.float() * self.scale + self.shift
+
+
+class Rescaled(nn.Module):
+    """A regression network followed by :class:`Rescale` (what is saved and exported)."""
+
+    def __init__(self, network: nn.Module, shift: float, scale: float) -> None:
+        super().__init__()
+        self.network = network
+        self.rescale = Rescale(shift, scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rescale(self.network(x))
+
+
+def with_head(model: nn.Module, spec: ModelSpec) -> nn.Module:
+    """The trained network as it is saved: regression gets its fixed :class:`Rescale`."""
+    return Rescaled(model, spec.label_shift, spec.label_scale) if spec.rescales else model
+
+
+class _Objective:
+    """Loss and epoch score of one output kind (components.tasks.Outputs): softmax
+    cross-entropy and accuracy by default."""
+
+    def target(self, y: torch.Tensor) -> torch.Tensor:
+        """What the loss compares the outputs with."""
+        return y
+
+    def loss_sum(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(out, target, reduction="sum")
+
+    def score_sum(self, out: torch.Tensor, target: torch.Tensor) -> float:
+        """Summed over the batch: correct answers (or squared error in label units)."""
+        return float((out.argmax(1) == target).sum())
+
+    def score(self, total: float, n: float) -> float:
+        """The epoch's score from the summed one."""
+        return total / n
+
+
+class _Sigmoid(_Objective):
+    """One binary logit: binary cross-entropy."""
+
+    def loss_sum(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return nn.functional.binary_cross_entropy_with_logits(
+            out[:, 0], target.float(), reduction="sum")
+
+    def score_sum(self, out: torch.Tensor, target: torch.Tensor) -> float:
+        return float(((out[:, 0] > 0).long() == target).sum())
+
+
+class _Standardised(_Objective):
+    """Regression: MSE (or Huber) on the standardised label; the score is RMSE in the
+    label's units."""
+
+    def __init__(self, spec: ModelSpec, config: TrainConfig) -> None:
+        self.shift, self.scale = spec.label_shift, spec.label_scale
+        self.huber = config.regression_loss is RegressionLoss.HUBER
+
+    def target(self, y: torch.Tensor) -> torch.Tensor:
+        return (y - self.shift) / self.scale
+
+    def loss_sum(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        fn = nn.functional.huber_loss if self.huber else nn.functional.mse_loss
+        return fn(out[:, 0], target, reduction="sum")
+
+    def score_sum(self, out: torch.Tensor, target: torch.Tensor) -> float:
+        return float(((out[:, 0] - target) ** 2).sum()) * self.scale ** 2
+
+    def score(self, total: float, n: float) -> float:
+        return math.sqrt(total / n)
+
+
+def _objective(spec: ModelSpec, config: TrainConfig) -> _Objective:
+    kind = spec.output_kind
+    if kind is Outputs.VALUES:
+        return _Standardised(spec, config)
+    return _Sigmoid() if kind is Outputs.LOGIT else _Objective()
+
+
 def train(spec: ModelSpec, train: ArraySplit, val: ArraySplit, config: TrainConfig,
           ctx: TrainContext, on_epoch: EpochCallback) -> nn.Module:
-    """Adam + cross-entropy over seeded global batches, DDP over gloo when distributed.
+    """Adam + the task's loss over seeded global batches, DDP over gloo when distributed.
 
     Every rank draws the same permutation and takes its slice of each global
     batch; the loss is scaled so that DDP's gradient average equals the mean over
@@ -62,22 +156,25 @@ def train(spec: ModelSpec, train: ArraySplit, val: ArraySplit, config: TrainConf
     net: nn.Module = model
     if ctx.distributed:
         net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    x, y = torch.from_numpy(train.x).to(device), torch.from_numpy(train.y).to(device)
+    goal = _objective(spec, config)
+    x = torch.from_numpy(train.x).to(device)
+    y = goal.target(torch.from_numpy(train.y).to(device))
     amp = _Amp(device, config.precision)
     n_batches = -(-len(train) // config.batch_size)
     progress = EpochProgress(config.epochs, n_batches, config.show_progress and ctx.is_chief)
+    metric = spec.task_object.epoch_metric
     for epoch in range(first, config.epochs + 1):
         start = time.perf_counter()
         progress.start(epoch)
-        totals = _train_epoch(net, optimizer, amp, x, y, config, ctx, epoch, progress)
-        val_loss, val_acc = _evaluate(model, val, amp)
-        metrics = EpochMetrics(epoch, totals[0] / totals[2], totals[1] / totals[2], val_loss,
-                               val_acc, time.perf_counter() - start)
+        totals = _train_epoch(net, optimizer, amp, x, y, goal, config, ctx, epoch, progress)
+        val_loss, val_score = _evaluate(model, val, amp, goal)
+        metrics = EpochMetrics(epoch, totals[0] / totals[2], goal.score(totals[1], totals[2]),
+                               val_loss, val_score, time.perf_counter() - start, metric)
         progress.end(metrics)
         if ctx.is_chief:
             _checkpoint(model, optimizer, epoch, ctx)
             on_epoch(metrics)
-    return model.cpu().eval()
+    return with_head(model.cpu().eval(), spec).eval()
 
 
 def device_count() -> int:
@@ -106,23 +203,22 @@ class _Amp:
 
 
 def _train_epoch(net: nn.Module, optimizer: torch.optim.Optimizer, amp: _Amp, x: torch.Tensor,
-                 y: torch.Tensor, config: TrainConfig, ctx: TrainContext, epoch: int,
-                 progress: EpochProgress) -> list[float]:
-    """One epoch; returns [loss sum, correct, samples] summed over all ranks."""
+                 y: torch.Tensor, goal: _Objective, config: TrainConfig, ctx: TrainContext,
+                 epoch: int, progress: EpochProgress) -> list[float]:
+    """One epoch; returns [loss sum, score sum, samples] summed over all ranks."""
     net.train()
-    loss_fn = nn.CrossEntropyLoss(reduction="sum")
     totals = torch.zeros(3, dtype=torch.float64)
     for global_size, local in _global_batches(len(x), config.batch_size, ctx.world_size,
                                               config.seed + epoch, ctx.rank):
         local = local.to(x.device)
         optimizer.zero_grad()
         with amp.autocast():
-            logits = net(x[local])
-            loss_sum = loss_fn(logits.float(), y[local])
+            out = net(x[local]).float()
+            loss_sum = goal.loss_sum(out, y[local])
         amp.scaler.scale(loss_sum * ctx.world_size / global_size).backward()
         amp.scaler.step(optimizer)
         amp.scaler.update()
-        totals += torch.tensor([loss_sum.item(), (logits.argmax(1) == y[local]).sum().item(),
+        totals += torch.tensor([loss_sum.item(), goal.score_sum(out.detach(), y[local]),
                                 len(local)], dtype=torch.float64)
         progress.step(loss_sum.item() / len(local))
     if ctx.distributed:
@@ -167,20 +263,22 @@ def _restore(model: nn.Module, optimizer: torch.optim.Optimizer, ctx: TrainConte
 
 
 @torch.no_grad()
-def _evaluate(model: nn.Module, split: ArraySplit, amp: _Amp) -> tuple[float, float]:
+def _evaluate(model: nn.Module, split: ArraySplit, amp: _Amp,
+              goal: _Objective) -> tuple[float, float]:
+    """Mean loss and the score on a split (the network before its regression head)."""
     model.eval()
     with amp.autocast():
-        logits = model(torch.from_numpy(split.x).to(amp.device)).float().cpu()
-    y = torch.from_numpy(split.y)
-    loss = nn.functional.cross_entropy(logits, y)
-    return float(loss), float((logits.argmax(1) == y).float().mean())
+        out = model(torch.from_numpy(split.x).to(amp.device)).float().cpu()
+    target = goal.target(torch.from_numpy(split.y))
+    n = len(split)
+    return float(goal.loss_sum(out, target)) / n, goal.score(goal.score_sum(out, target), n)
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, x: np.ndarray) -> np.ndarray:
-    """Class probabilities for a float32 feature matrix."""
+def forward(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    """The network's outputs (logits, or values) for a float32 feature matrix."""
     model.eval()
-    return softmax(model(torch.from_numpy(np.ascontiguousarray(x, np.float32))).numpy())
+    return model(torch.from_numpy(np.ascontiguousarray(x, np.float32))).numpy()
 
 
 def count_params(model: nn.Module) -> int:
@@ -198,7 +296,7 @@ def save_model(model: nn.Module, spec: ModelSpec, model_dir: Path) -> None:
 def load_model(model_dir: Path) -> nn.Module:
     """Rebuild the network from its spec and load the weights."""
     spec = ModelSpec.load(model_dir)
-    model = build_model(spec, seed=0)
+    model = with_head(build_model(spec, seed=0), spec)
     model.load_state_dict(torch.load(model_dir / MODEL_FILE, weights_only=True))
     return model.eval()
 
