@@ -96,6 +96,11 @@ class Task:
     epoch_metric: ClassVar[str] = "accuracy"
     #: Metrics ``--gate-metric`` may name; the first is the default.
     gate_metrics: ClassVar[tuple[GateMetric, ...]] = (ACCURACY, F1_MACRO)
+    #: The test metrics a step's KFP output and the parent run show.
+    headline: ClassVar[tuple[str, ...]] = ("test_accuracy", "test_f1_macro")
+    #: The blessing gate's absolute floors: (test metric, EvaluateConfig field of its minimum).
+    floors: ClassVar[tuple[tuple[str, str], ...]] = (("test_accuracy", "min_accuracy"),
+                                                     ("test_f1_macro", "min_f1_macro"))
 
     def outputs(self, n_classes: int, binary_logits: int) -> Outputs:
         """The network's output kind."""
@@ -143,6 +148,8 @@ class Regression(Task):
     mlflow_model_type = "regressor"
     epoch_metric = "rmse"
     gate_metrics = (RMSE, MAE, R2)
+    floors = (("test_r2", "min_r2"),)
+    headline = ("test_rmse", "test_mae", "test_r2")
 
     def outputs(self, n_classes: int, binary_logits: int) -> Outputs:
         return Outputs.VALUES

@@ -17,9 +17,11 @@ from components.tags import (
     RECOMMENDATION_TAG,
     REGISTERED_MODEL_TAG,
     STEP_TAG,
+    TASK_TAG,
     VERDICT_TAG,
     Step,
 )
+from components.tasks import get_task
 from components.tracking import find_pipeline_run
 
 
@@ -37,7 +39,7 @@ class FrameworkResult:
     """Headline results of one framework branch."""
 
     framework: str
-    test_accuracy: float | None
+    headline: dict[str, float]  # the task's headline test metrics (accuracy, or RMSE ...)
     blessed: bool | None
     verdict: str
     model: str | None
@@ -88,8 +90,10 @@ def _results(children: list[Run]) -> list[FrameworkResult]:
         if push is not None and MODEL_VERSION_TAG in push.data.tags:
             model = (f"{push.data.tags[REGISTERED_MODEL_TAG]} "
                      f"v{push.data.tags[MODEL_VERSION_TAG]} @champion")
+        task = get_task(evaluation.data.tags.get(TASK_TAG, "") or "multiclass")
+        metrics = evaluation.data.metrics
         results.append(FrameworkResult(
-            fw, evaluation.data.metrics.get("test_accuracy"),
+            fw, {k: metrics[k] for k in task.headline if k in metrics},
             None if blessed is None else blessed == "true",
             evaluation.data.tags.get(VERDICT_TAG, ""), model))
     return results
@@ -108,10 +112,11 @@ def render(summary: RunSummary, wall_seconds: float, ui_command: str,
         table.add_row(step.name, step.status, secs)
     console.print(table)
     for r in summary.results:
-        acc = "n/a" if r.test_accuracy is None else f"{r.test_accuracy:.4f}"
+        figures = ", ".join(f"{k.removeprefix('test_').replace('_', ' ')} {v:.4f}"
+                            for k, v in r.headline.items()) or "no test metrics"
         verdict = {True: "blessed", False: "not blessed", None: "not judged"}[r.blessed]
         registered = r.model or "not registered"
-        console.print(f"[bold]{r.framework}[/]: test accuracy {acc}; {verdict} ({r.verdict}); "
+        console.print(f"[bold]{r.framework}[/]: test {figures}; {verdict} ({r.verdict}); "
                       f"{registered}")
     if summary.recommendation:
         console.print(f"[bold]comparison[/]: {summary.recommendation} "

@@ -38,6 +38,9 @@ class Row(Enum):
 
     TEST_ACCURACY = RowSpec("test accuracy", Step.EVALUATE, "test_accuracy", True)
     F1_MACRO = RowSpec("macro F1", Step.EVALUATE, "test_f1_macro", True)
+    TEST_RMSE = RowSpec("test RMSE", Step.EVALUATE, "test_rmse", False)
+    TEST_MAE = RowSpec("test MAE", Step.EVALUATE, "test_mae", False)
+    TEST_R2 = RowSpec("test R²", Step.EVALUATE, "test_r2", True)
     TRAIN_SECONDS = RowSpec("train time (s)", Step.TRAIN, "train_seconds", False)
     TRAIN_THROUGHPUT = RowSpec("train throughput (samples/s)", Step.TRAIN,
                                "train_samples_per_second", True)
@@ -45,6 +48,7 @@ class Row(Enum):
     FP32_SIZE = RowSpec("fp32 model size (KiB)", Step.COMPRESS, "fp32_bytes", False, 1 / 1024)
     INT8_SIZE = RowSpec("int8 model size (KiB)", Step.COMPRESS, "int8_bytes", False, 1 / 1024)
     INT8_ACCURACY = RowSpec("int8 test accuracy", Step.COMPRESS, "int8_accuracy", True)
+    INT8_RMSE = RowSpec("int8 test RMSE", Step.COMPRESS, "int8_rmse", False)
     FP32_LATENCY_P50 = RowSpec("fp32 latency p50, batch 1 (ms)", Step.COMPRESS,
                                "latency_p50_ms_fp32", False)
     FP32_LATENCY_P99 = RowSpec("fp32 latency p99, batch 1 (ms)", Step.COMPRESS,
@@ -124,10 +128,11 @@ def _figures(fw: str, by_step: dict[tuple[str | None, str | None], Run]) -> Fram
 
 def table(comparison: Comparison) -> pd.DataFrame:
     """Rows = figures, columns = frameworks (what the report and the CLI show)."""
-    data: dict[str, list[object]] = {"figure": [r.label for r in Row]}
+    rows = present_rows(comparison)
+    data: dict[str, list[object]] = {"figure": [r.label for r in rows]}
     data["figure"] += [BLESSED_LABEL, FORMATS_LABEL]
     for f in comparison.frameworks:
-        data[f.framework] = [*(f.values[r] for r in Row),
+        data[f.framework] = [*(f.values[r] for r in rows),
                              {True: "yes", False: "no", None: "n/a"}[f.blessed],
                              get_adapter(f.framework).export_formats]
     classes = sorted(set().union(*(f.per_class_f1 for f in comparison.frameworks)))
@@ -138,10 +143,15 @@ def table(comparison: Comparison) -> pd.DataFrame:
     return pd.DataFrame(data)
 
 
+def present_rows(comparison: Comparison) -> list[Row]:
+    """The figures some framework has (a regression run has no accuracy, and so on)."""
+    return [r for r in Row if any(f.values[r] is not None for f in comparison.frameworks)]
+
+
 def recommend(comparison: Comparison, prefer: Priority) -> str:
     """One line: the framework that wins on ``prefer``, and the margin that decided it."""
     a, b = comparison.frameworks[0], comparison.frameworks[1]
-    score, unit, higher = _criterion(prefer)
+    score, unit, higher = _criterion(prefer, Row.TEST_ACCURACY in present_rows(comparison))
     sa, sb = score(a), score(b)
     if sa is None or sb is None:
         return f"prefer {prefer.value}: cannot decide, a figure is missing"
@@ -149,8 +159,9 @@ def recommend(comparison: Comparison, prefer: Priority) -> str:
         return f"prefer {prefer.value}: tie ({sa:.4g} {unit} each)"
     win, lose = (a, b) if (sa > sb) == higher else (b, a)
     sw, sl = (sa, sb) if win is a else (sb, sa)
-    margin = abs(sw - sl) * (100 if prefer is Priority.ACCURACY else 1)
-    margin_unit = "points" if prefer is Priority.ACCURACY else unit
+    points = unit == "accuracy"
+    margin = abs(sw - sl) * (100 if points else 1)
+    margin_unit = "points" if points else unit
     return (f"prefer {prefer.value}: {win.framework} ({sw:.4g} {unit} vs {sl:.4g} for "
             f"{lose.framework}, a margin of {margin:.3g} {margin_unit})")
 
@@ -158,10 +169,13 @@ def recommend(comparison: Comparison, prefer: Priority) -> str:
 Score = Callable[[FrameworkFigures], float | None]
 
 
-def _criterion(prefer: Priority) -> tuple[Score, str, bool]:
-    """(score function, unit, higher is better) for a priority."""
-    if prefer is Priority.ACCURACY:
+def _criterion(prefer: Priority, classifier: bool = True) -> tuple[Score, str, bool]:
+    """(score function, unit, higher is better) for a priority; a regression run's
+    "accuracy" is its test RMSE."""
+    if prefer is Priority.ACCURACY and classifier:
         return (lambda f: f.values[Row.TEST_ACCURACY]), "accuracy", True
+    if prefer is Priority.ACCURACY:
+        return (lambda f: f.values[Row.TEST_RMSE]), "RMSE", False
     if prefer is Priority.LATENCY:
         return (lambda f: _best(f, Row.FP32_LATENCY_P50, Row.INT8_LATENCY_P50)), "ms p50", False
     return (lambda f: _best(f, Row.FP32_SIZE, Row.INT8_SIZE)), "KiB", False

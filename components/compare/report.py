@@ -15,13 +15,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 from mlflow.tracking import MlflowClient
 
-from components.compare.core import Comparison, Row, recommend, table
+from components.compare.core import Comparison, Row, present_rows, recommend, table
 from components.config import Priority
 from components.tags import RECOMMENDATION_TAG
 
 log = logging.getLogger(__name__)
 CHARTS = {
     "accuracy": [Row.TEST_ACCURACY, Row.INT8_ACCURACY],
+    "error": [Row.TEST_RMSE, Row.TEST_MAE, Row.INT8_RMSE],
     "latency": [Row.FP32_LATENCY_P50, Row.FP32_LATENCY_P99,
                 Row.INT8_LATENCY_P50, Row.INT8_LATENCY_P99],
     "size": [Row.FP32_SIZE, Row.INT8_SIZE],
@@ -32,7 +33,11 @@ CHARTS = {
 def charts(comparison: Comparison) -> dict[str, Figure]:
     """One grouped bar chart per theme, frameworks side by side."""
     figures = {}
-    for name, rows in CHARTS.items():
+    present = set(present_rows(comparison))
+    for name, chosen in CHARTS.items():
+        rows = [r for r in chosen if r in present]
+        if not rows:  # e.g. no accuracy chart for a regression run
+            continue
         data = _chart_data(comparison, rows)
         fig, ax = plt.subplots(figsize=(7, 3.5))
         data.plot.bar(ax=ax, rot=15)

@@ -6,7 +6,8 @@ from components.images import framework_components
 
 
 def compress(parent_run_id: str, framework: str, max_accuracy_drop: float,
-             pruning_sparsity: float, data: Input[Dataset], model: Input[Model],
+             pruning_sparsity: float, max_relative_change: float, data: Input[Dataset],
+             model: Input[Model],
              exports: Output[Model]) -> None:
     """Build and measure the compression variants; write the exports directory."""
     from pathlib import Path
@@ -19,11 +20,12 @@ def compress(parent_run_id: str, framework: str, max_accuracy_drop: float,
 
     with step_errors(Step.COMPRESS), step_run(parent_run_id, Step.COMPRESS, framework):
         config = CompressConfig(framework=framework, max_accuracy_drop=max_accuracy_drop,
-                                pruning_sparsity=pruning_sparsity)
+                                pruning_sparsity=pruning_sparsity,
+                                max_relative_change=max_relative_change)
         result = run_compress(config, Path(data.path), Path(model.path), Path(exports.path))
         exports.metadata.update({"preferred": result.preferred, "variant": result.variant,
                                  "size_ratio": result.size_ratio,
-                                 "int8_accuracy": result.int8_accuracy})
+                                 f"int8_{result.metric}": result.int8_score})
 
 
 compress_ops = framework_components(compress)

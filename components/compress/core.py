@@ -28,16 +28,22 @@ import numpy as np
 import pandas as pd
 
 from components.compress.report import log_report
-from components.compress.variants import Selection, VariantResult, measure, select_best
+from components.compress.variants import (
+    QualityGate,
+    Selection,
+    VariantResult,
+    measure,
+    select_best,
+)
 from components.config import CompressConfig
 from components.data.dataset import Split, read_arrays, read_metadata
 from components.export.candidates import Built, Candidate, RawModel
 from components.export.manifest import FP32, ExportEntry, ExportFormat, ExportManifest
 from components.export.raw import RAW_ENTRY, probe_rows, raw_exports
-from components.export.runtime import softmax
 from components.export.verify import verify_exports
 from components.frameworks import get_adapter
 from components.frameworks.base import ModelSpec
+from components.tasks import Outputs
 from components.transform.fitted import FittedTransform
 
 log = logging.getLogger(__name__)
@@ -52,11 +58,12 @@ class CompressResult:
     variant: str  # "" when no variant passed the gate
     fp32_bytes: int
     int8_bytes: int
-    fp32_accuracy: float
-    int8_accuracy: float
+    fp32_score: float  # the gate's metric (accuracy, or RMSE for regression)
+    int8_score: float
     results: list[VariantResult]
     preferred: str
     rejected: dict[str, str] = field(default_factory=dict)  # variant -> why the gate said no
+    metric: str = "accuracy"
 
     @property
     def size_ratio(self) -> float:
@@ -76,26 +83,29 @@ def run_compress(config: CompressConfig, data_dir: Path, model_dir: Path,
     work = out_dir.parent / f".{out_dir.name}-work"
     try:
         built = adapter.build_variants(model, spec, train, config, out_dir, work)
-        results = [measure(c, test.x, test.y, config.latency_calls) for c in built.candidates]
-        selection = select_best(results, config.max_accuracy_drop, config.latency_tie)
+        gate = QualityGate.for_task(meta.task_object, spec.output_kind, config)
+        results = [measure(c, test.x, test.y, config.latency_calls, gate)
+                   for c in built.candidates]
+        selection = select_best(results, gate, config.latency_tie)
         manifest, sources = _write_exports(built, results, selection, meta.features,
-                                           meta.classes, config, out_dir,
+                                           meta.classes, spec.output_kind, config, out_dir,
                                            adapter.raw_model(model_dir))
         x = test.x[:_VERIFY_ROWS]
         references = _references(built, manifest, out_dir, x)
-        probe = _raw_references(built, manifest, out_dir, sources, references)
+        probe = _raw_references(built, manifest, out_dir, sources, references,
+                                spec.output_kind)
         verify_exports(out_dir, references, x, config.verify_atol, probe)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    result = _result(results, selection, manifest.preferred)
-    log_report(config, results, selection, result.variant)
+    result = _result(results, selection, manifest.preferred, gate.metric)
+    log_report(config, results, selection, result.variant, gate)
     _log_metrics(result, results)
     return result
 
 
 def _write_exports(built: Built, results: list[VariantResult], selection: Selection,
-                   features: list[str], classes: list[str], config: CompressConfig,
-                   out_dir: Path,
+                   features: list[str], classes: list[str], outputs: Outputs,
+                   config: CompressConfig, out_dir: Path,
                    raw_model: RawModel | None) -> tuple[ExportManifest, dict[str, str]]:
     """Manifest of the fp32 exports, the chosen variant (moved into ``out_dir``) and the
     raw-input entries; plus the source entry of each raw one (see ``RawExports``)."""
@@ -120,12 +130,13 @@ def _write_exports(built: Built, results: list[VariantResult], selection: Select
         missing[RAW_ENTRY] = ("the framework writes no raw-input model" if raw_model is None
                               else "the data set has no fitted transform")
     manifest = ExportManifest(framework=config.framework,
-                              features=features, classes=classes,
+                              features=features, classes=classes, output=outputs,
                               entries={**entries, **(raw.entries if raw else {})},
                               preferred=preferred, raw_features=raw.features if raw else None,
                               skipped=missing)
     manifest.save(out_dir)
-    table = {"max_accuracy_drop": config.max_accuracy_drop, "chosen": preferred,
+    table = {"max_accuracy_drop": config.max_accuracy_drop,
+             "max_relative_change": config.max_relative_change, "chosen": preferred,
              "passed": selection.best is not None, "rejected": selection.rejected,
              "skipped": built.skipped,
              "variants": [r.row() for r in results]}
@@ -151,8 +162,8 @@ def _references(built: Built, manifest: ExportManifest, out_dir: Path,
 
 
 def _raw_references(built: Built, manifest: ExportManifest, out_dir: Path,
-                    sources: dict[str, str],
-                    references: dict[str, np.ndarray]) -> pd.DataFrame | None:
+                    sources: dict[str, str], references: dict[str, np.ndarray],
+                    outputs: Outputs) -> pd.DataFrame | None:
     """Probe rows for the raw entries, adding each one's reference to ``references``: the
     probabilities of what it wraps (the in-memory model, or the compressed file as loaded
     here) on the rows after the fitted transform; None without raw entries."""
@@ -163,20 +174,22 @@ def _raw_references(built: Built, manifest: ExportManifest, out_dir: Path,
     fitted = FittedTransform.load(out_dir / manifest.raw_features.transform)
     rows = probe_rows(fitted)
     x = fitted.apply(rows)
-    fp32 = softmax(built.reference(x))
+    fp32 = outputs.answers(built.reference(x))
     for name, source in sources.items():
         entry = manifest.entries.get(source)
         references[name] = (fp32 if entry is None or entry.variant == FP32
-                            else softmax(load_predictor(entry.format, out_dir / entry.path)(x)))
+                            else outputs.answers(load_predictor(entry.format,
+                                                                out_dir / entry.path)(x)))
     return rows
 
 
-def _result(results: list[VariantResult], selection: Selection, preferred: str) -> CompressResult:
+def _result(results: list[VariantResult], selection: Selection, preferred: str,
+            metric: str) -> CompressResult:
     by_name = {r.name: r for r in results}
     chosen = selection.best or by_name[preferred]
     base = by_name.get(chosen.baseline, chosen)
     return CompressResult(chosen.name if selection.best else "", base.bytes, chosen.bytes,
-                          base.accuracy, chosen.accuracy, results, preferred, selection.rejected)
+                          base.score, chosen.score, results, preferred, selection.rejected, metric)
 
 
 def _log_metrics(result: CompressResult, results: list[VariantResult]) -> None:
@@ -184,10 +197,11 @@ def _log_metrics(result: CompressResult, results: list[VariantResult]) -> None:
     by_name = {r.name: r for r in results}
     chosen = by_name[result.preferred]
     base = by_name.get(chosen.baseline, chosen)
+    metric = result.metric
     metrics = {"fp32_bytes": result.fp32_bytes, "int8_bytes": result.int8_bytes,
-               "size_ratio": result.size_ratio, "fp32_accuracy": result.fp32_accuracy,
-               "int8_accuracy": result.int8_accuracy,
-               "accuracy_drop": result.fp32_accuracy - result.int8_accuracy,
+               "size_ratio": result.size_ratio, f"fp32_{metric}": result.fp32_score,
+               f"int8_{metric}": result.int8_score,
+               f"{metric}_change": result.int8_score - result.fp32_score,
                "compression_passed": float(bool(result.variant))}
     for kind, row in (("fp32", base), ("int8", chosen)):
         metrics |= {f"latency_p50_ms_{kind}": row.p50_b1_ms,
@@ -195,11 +209,11 @@ def _log_metrics(result: CompressResult, results: list[VariantResult]) -> None:
                     f"latency_p50_ms_b64_{kind}": row.p50_b64_ms,
                     f"latency_p99_ms_b64_{kind}": row.p99_b64_ms}
     for r in results:
-        metrics |= {f"{r.name}.bytes": r.bytes, f"{r.name}.accuracy": r.accuracy,
+        metrics |= {f"{r.name}.bytes": r.bytes, f"{r.name}.{metric}": r.score,
                     f"{r.name}.p50_b1_ms": r.p50_b1_ms, f"{r.name}.p50_b64_ms": r.p50_b64_ms}
     mlflow.log_metrics(metrics)
     mlflow.log_params({"compression_variant": result.variant or "none",
                        "exported_formats": ",".join(sorted({r.format for r in results}))})
-    log.info("chosen variant %s: %.2fx the fp32 size, accuracy %.4f -> %.4f",
-             result.variant or "none (fp32 ONNX)", result.size_ratio, result.fp32_accuracy,
-             result.int8_accuracy)
+    log.info("chosen variant %s: %.2fx the fp32 size, %s %.4f -> %.4f",
+             result.variant or "none (fp32 ONNX)", result.size_ratio, metric, result.fp32_score,
+             result.int8_score)

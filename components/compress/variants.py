@@ -21,9 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from components.config import CompressConfig
 from components.export.candidates import Candidate
 from components.export.manifest import FP32, path_bytes
 from components.export.runtime import Predict, load_predictor
+from components.tasks import Outputs, Task
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,7 @@ class VariantResult:
     baseline: str
     bytes: int
     gzip_bytes: int
-    accuracy: float
+    score: float  # the gate's metric: test accuracy, or test RMSE for regression
     p50_b1_ms: float
     p99_b1_ms: float
     p50_b64_ms: float
@@ -66,11 +68,53 @@ class Selection:
     rejected: dict[str, str]
 
 
-def select_best(results: Sequence[VariantResult], max_accuracy_drop: float,
-                latency_tie: float = 0.10) -> Selection:
-    """Pick the best compressed variant whose accuracy drop passes the gate.
+@dataclass(frozen=True)
+class QualityGate:
+    """How a variant's test score is measured and how much worse it may be than its
+    baseline: accuracy with an absolute drop (classifiers), or RMSE with a relative
+    growth (regression: an absolute limit would depend on the label's units)."""
 
-    The drop is measured against the variant's own fp32 baseline. "Best" is the
+    outputs: Outputs
+    limit: float
+    metric: str = "accuracy"
+
+    @classmethod
+    def for_task(cls, task: Task, outputs: Outputs, config: CompressConfig) -> QualityGate:
+        """The gate of ``task`` with the limits of ``config``."""
+        if task.is_classifier:
+            return cls(outputs, config.max_accuracy_drop)
+        return cls(outputs, config.max_relative_change, "rmse")
+
+    @property
+    def relative(self) -> bool:
+        """Limits a relative change (RMSE), not an absolute drop (accuracy)."""
+        return not self.outputs.is_classifier
+
+    def score(self, outputs: np.ndarray, y: np.ndarray) -> float:
+        """Accuracy, or RMSE in the label's units, of a variant's raw outputs."""
+        answers = self.outputs.answers(outputs)
+        if self.relative:
+            return float(np.sqrt(np.mean((answers - y) ** 2)))
+        return float((answers.argmax(1) == y).mean())
+
+    def worse_by(self, base: float, score: float) -> float:
+        """How much worse ``score`` is than ``base`` (accuracy points, or a fraction)."""
+        if self.relative:
+            return (score - base) / base if base > 0 else score - base
+        return base - score
+
+    def describe(self, worse: float) -> str:
+        """Why a variant failed the gate."""
+        if self.relative:
+            return f"RMSE {worse:+.2%} > {self.limit:.2%}"
+        return f"accuracy drop {worse:.4f} > {self.limit:.4f}"
+
+
+def select_best(results: Sequence[VariantResult], gate: QualityGate,
+                latency_tie: float = 0.10) -> Selection:
+    """Pick the best compressed variant whose score passes the gate.
+
+    The change is measured against the variant's own fp32 baseline. "Best" is the
     fastest batch-1 p50 among passing variants (what an online model server pays
     per request; every passing variant is already accurate enough), where p50s
     within ``latency_tie`` (a fraction) of the fastest count as equal and the
@@ -87,9 +131,9 @@ def select_best(results: Sequence[VariantResult], max_accuracy_drop: float,
         if base is None:
             rejected[r.name] = f"no fp32 baseline '{r.baseline}'"
             continue
-        drop = base.accuracy - r.accuracy
-        if drop > max_accuracy_drop:
-            rejected[r.name] = f"accuracy drop {drop:.4f} > {max_accuracy_drop:.4f}"
+        worse = gate.worse_by(base.score, r.score)
+        if worse > gate.limit:
+            rejected[r.name] = gate.describe(worse)
         else:
             passing.append(r)
     if not passing:
@@ -100,15 +144,15 @@ def select_best(results: Sequence[VariantResult], max_accuracy_drop: float,
 
 
 def measure(candidate: Candidate, x: np.ndarray, y: np.ndarray, calls: int,
-            predict: Predict | None = None) -> VariantResult:
-    """Size, accuracy and single-threaded latency of one candidate (its format's runtime)."""
+            gate: QualityGate, predict: Predict | None = None) -> VariantResult:
+    """Size, score and single-threaded latency of one candidate (its format's runtime)."""
     predict = predict or load_predictor(candidate.format, candidate.path, threads=1)
-    accuracy = float((predict(x).argmax(1) == y).mean())
+    score = gate.score(predict(x), y)
     b1 = latency_ms(predict, x, 1, calls)
     b64 = latency_ms(predict, x, 64, max(calls // 4, 5))
     size = path_bytes(candidate.path)
     return VariantResult(candidate.name, candidate.format.value, candidate.variant,
-                         candidate.baseline, size, gzip_bytes(candidate.path), accuracy,
+                         candidate.baseline, size, gzip_bytes(candidate.path), score,
                          b1["p50"], b1["p99"], b64["p50"], b64["p99"], candidate.note)
 
 

@@ -5,7 +5,7 @@ split; comparing it with the candidate's is only fair if the data did not move.
 So the champion is loaded from the registry (``models:/<name>@champion``, through
 the pyfunc interface, which serves both the PyTorch and the TensorFlow flavor)
 and predicts the very rows the candidate was scored on. Only when it cannot be
-loaded or run does the gate fall back to its recorded ``test_accuracy`` tag, and
+loaded or run does the gate fall back to its recorded ``test_*`` tags, and
 the verdict says so.
 """
 
@@ -21,7 +21,6 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from components.errors import DataError
-from components.tags import ACCURACY_TAG
 
 log = logging.getLogger(__name__)
 SAME_SPLIT = "re-evaluated on the same test split"
@@ -29,43 +28,60 @@ SAME_SPLIT = "re-evaluated on the same test split"
 
 @dataclass(frozen=True)
 class Champion:
-    """The champion version and, if it could be run, its predictions on the test split."""
+    """The champion version and, if it could be run, its outputs on the test split."""
 
     version: str
-    proba: np.ndarray | None
+    outputs: np.ndarray | None  # rows x width: class scores or one logit/value per row
     note: str  # why there are no predictions, if there are none
-    tag_accuracy: float | None
+    tag_metrics: dict[str, float]  # its recorded test_* metrics (push copies them)
 
 
-def find_champion(model_name: str, x: np.ndarray, n_classes: int,
+def find_champion(model_name: str, x: np.ndarray, widths: tuple[int, ...],
                   alias: str = "champion") -> Champion | None:
-    """The current champion of ``model_name`` with its predictions on ``x``; None if none."""
+    """The current champion of ``model_name`` with its outputs on ``x``; None if none.
+
+    ``widths``: the output widths a model of this data set may have (a binary
+    classifier's one logit or two).
+    """
     version = _version(model_name, alias)
     if version is None:
         return None
-    tag = version.tags.get(ACCURACY_TAG)
-    tag_accuracy = float(tag) if tag is not None else None
+    tags = _metric_tags(version)
     uri = f"models:/{model_name}@{alias}"
     try:
-        proba = predict_proba(uri, x, n_classes)
-    except Exception as err:  # any failure to load or run it means: use the tag instead
+        outputs = predict_outputs(uri, x, widths)
+    except Exception as err:  # any failure to load or run it means: use the tags instead
         note = f"could not be loaded and run ({type(err).__name__}: {str(err)[:200]})"
         log.warning("champion %s v%s %s", model_name, version.version, note)
-        return Champion(str(version.version), None, note, tag_accuracy)
-    return Champion(str(version.version), proba, SAME_SPLIT, tag_accuracy)
+        return Champion(str(version.version), None, note, tags)
+    return Champion(str(version.version), outputs, SAME_SPLIT, tags)
 
 
-def predict_proba(model_uri: str, x: np.ndarray, n_classes: int) -> np.ndarray:
-    """Class scores of a logged model on ``x`` (argmax is all the gate needs of them)."""
+def predict_outputs(model_uri: str, x: np.ndarray, widths: tuple[int, ...]) -> np.ndarray:
+    """A logged model's outputs on ``x`` as rows x width (the gate needs only their
+    argmax, sign or value)."""
     model = mlflow.pyfunc.load_model(model_uri)
     out = model.predict(np.ascontiguousarray(x, np.float32))
     if isinstance(out, dict):  # a named-output Keras model
         out = next(iter(out.values()))
     scores = np.asarray(out.to_numpy() if hasattr(out, "to_numpy") else out, dtype=np.float64)
-    if scores.shape != (len(x), n_classes):
+    scores = scores.reshape(len(scores), -1) if scores.ndim == 1 else scores
+    if scores.shape[0] != len(x) or scores.shape[1] not in widths:
         raise DataError(f"{model_uri} returned shape {scores.shape}, expected "
-                        f"({len(x)}, {n_classes}): not a model of this data set")
+                        f"({len(x)}, {' or '.join(map(str, widths))}): not a model of this "
+                        "data set")
     return scores
+
+
+def _metric_tags(version: ModelVersion) -> dict[str, float]:
+    out = {}
+    for key, value in version.tags.items():
+        if key.startswith("test_"):
+            try:
+                out[key] = float(value)
+            except ValueError:
+                continue
+    return out
 
 
 def _version(model_name: str, alias: str) -> ModelVersion | None:

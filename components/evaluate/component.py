@@ -15,7 +15,8 @@ from components.images import framework_components
 
 def evaluate(parent_run_id: str, framework: str, model_name: str, min_accuracy: float,
              tolerance: float, min_f1_macro: float, min_improvement: float,
-             slice_feature: str, roc_class: str, data: Input[Dataset], raw: Input[Dataset],
+             slice_feature: str, roc_class: str, min_r2: float, gate_metric: str,
+             data: Input[Dataset], raw: Input[Dataset],
              model: Input[Model], metrics: Output[Metrics],
              confusion: Output[ClassificationMetrics]) -> bool:
     """Score the model and the champion on the test split; return whether it is blessed."""
@@ -23,6 +24,7 @@ def evaluate(parent_run_id: str, framework: str, model_name: str, min_accuracy: 
     from pathlib import Path
 
     from components.config import EvaluateConfig
+    from components.data.dataset import read_metadata
     from components.errors import step_errors
     from components.evaluate.core import run_evaluate
     from components.tags import Step
@@ -32,18 +34,21 @@ def evaluate(parent_run_id: str, framework: str, model_name: str, min_accuracy: 
         config = EvaluateConfig(framework=framework, model_name=model_name,
                                 min_accuracy=min_accuracy, tolerance=tolerance,
                                 min_f1_macro=min_f1_macro, min_improvement=min_improvement,
-                                slice_feature=slice_feature, roc_class=roc_class)
+                                slice_feature=slice_feature, roc_class=roc_class,
+                                min_r2=min_r2, gate_metric=gate_metric)
         result = run_evaluate(config, Path(data.path), Path(model.path), Path(raw.path))
         for key in ("test_accuracy", "test_f1_macro", "test_precision_macro",
-                    "test_recall_macro", "test_roc_auc", "champion_accuracy"):
+                    "test_recall_macro", "test_roc_auc", "champion_accuracy", "test_rmse",
+                    "test_mae", "test_r2", "champion_rmse"):
             if key in result.metrics:
                 metrics.log_metric(key, result.metrics[key])
         metrics.log_metric("blessed", float(result.verdict.blessed))  # the why is in MLflow
         Path(metrics.path).write_text(json.dumps(result.metrics), encoding="utf-8")
-        headline = {f"{framework}_{k}": result.metrics[k] for k in ("test_accuracy",
-                                                                   "test_f1_macro")}
+        task = read_metadata(Path(data.path)).task_object
+        headline = {f"{framework}_{k}": result.metrics[k] for k in task.headline}
         log_metrics_batch(headline, run_id=parent_run_id)  # shown on the parent run's page
-        confusion.log_confusion_matrix(result.classes, result.confusion)
+        if result.classes:
+            confusion.log_confusion_matrix(result.classes, result.confusion)
         if result.roc is not None:
             confusion.log_roc_curve(result.roc.fpr, result.roc.tpr, result.roc.thresholds)
             confusion.metadata["roc_class"] = result.roc.label

@@ -31,8 +31,8 @@ them) come from scikit-learn too.
 The registered champion is scored on the same split in the same step
 (:mod:`.champion`) and the gate (:mod:`.gate`) compares the two; the verdict and
 its reason are logged as tags and as ``verdict.json``, so a skipped push
-explains itself. The pipeline trains classifiers only, so :func:`run_evaluate` is
-the classifier path.
+explains itself. Regression (:mod:`.regression`) has RMSE, MAE and R², residual
+and predicted-vs-actual plots, and a gate on ``--gate-metric`` in its direction.
 """
 
 from __future__ import annotations
@@ -57,24 +57,38 @@ from sklearn.metrics import (
 )
 
 from components.config import EvaluateConfig, model_name_for
-from components.data.dataset import DatasetMetadata, Split, read_frame, read_metadata
+from components.data.dataset import (
+    DatasetMetadata,
+    Split,
+    label_array,
+    read_frame,
+    read_metadata,
+)
+from components.evaluate import regression
 from components.evaluate.champion import SAME_SPLIT, Champion, find_champion
 from components.evaluate.curves import RocPoints, curve_figures, curve_metrics, roc_points
 from components.evaluate.gate import Baseline, Verdict, judge
 from components.evaluate.slices import slice_column, slice_labels, slice_metrics
 from components.frameworks import get_adapter
-from components.tags import ACCURACY_TAG, BLESSED_TAG, CHAMPION_SOURCE_TAG, VERDICT_TAG
+from components.frameworks.base import ModelSpec
+from components.tags import BLESSED_TAG, CHAMPION_SOURCE_TAG, TASK_TAG, VERDICT_TAG
+from components.tasks import TaskName
 
 log = logging.getLogger(__name__)
 PREDICTION = "twinflow_prediction"
+DECISION_THRESHOLD = 0.5  # a binary classifier answers its positive class from p >= this
 __all__ = ["Evaluation", "Verdict", "judge", "run_evaluate", "score"]
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Test metrics of the candidate, its curves and slices, plus the verdict."""
+    """Test metrics of the candidate, its curves and slices, plus the verdict.
 
-    accuracy: float
+    Classifier fields (accuracy, confusion, classes, roc, slices) are empty for
+    regression, whose figures are in ``metrics`` (test_rmse, test_mae, test_r2).
+    """
+
+    accuracy: float | None
     metrics: dict[str, float]
     confusion: list[list[int]]
     classes: list[str]
@@ -91,29 +105,64 @@ def run_evaluate(config: EvaluateConfig, data_dir: Path, model_dir: Path,
     the data's own units; without it slices come from the transformed split.
     """
     meta = read_metadata(data_dir)
+    task = meta.task_object
+    task.gate_metric(config.gate_metric)  # a metric the task lacks fails before any work
     frame = read_frame(data_dir, Split.TEST)
     x = frame[meta.features].to_numpy(dtype=np.float32)
-    y = frame[meta.label].to_numpy(dtype=np.int64)
+    y = label_array(frame[meta.label], meta)
     adapter = get_adapter(config.framework)
-    proba = adapter.predict_proba(adapter.load_model(model_dir), x)
-    pred = proba.argmax(axis=1)
+    spec = ModelSpec.load(model_dir)
+    answers = adapter.predict(adapter.load_model(model_dir), x, spec.output_kind)
     model_name = model_name_for(config.model_name, meta.name, config.framework)
-
-    champion = find_champion(model_name, x, meta.n_classes, config.champion_alias)
+    widths = (meta.n_classes, 1) if task.is_classifier else (1,)
+    champion = find_champion(model_name, x, widths, config.champion_alias)
+    if not task.is_classifier:
+        return _evaluate_regression(config, meta, frame, y, answers, champion, model_name)
+    proba = answers
+    pred = proba.argmax(axis=1)
     baseline = _baseline(champion, frame, y, meta)  # evaluated first, see _library_evaluate
     scored = score(y, pred, meta)
     _library_evaluate(frame, pred, meta, "test_")
     metrics = scored.metrics | curve_metrics(y, proba, meta.n_classes)
     if baseline is not None and baseline.source == SAME_SPLIT:
-        metrics["champion_accuracy"] = baseline.accuracy
-        metrics["champion_f1_macro"] = baseline.f1_macro or 0.0
-    verdict = judge(metrics, config, model_name, baseline)
+        metrics["champion_accuracy"] = baseline.metrics["test_accuracy"]
+        metrics["champion_f1_macro"] = baseline.metrics["test_f1_macro"]
+    verdict = judge(metrics, config, model_name, baseline, task)
     slices = (_slices(config, data_dir, raw_dir, y, pred) if config.slice_feature else None)
     roc = roc_points(y, proba, meta.classes, config.roc_class)
     evaluation = Evaluation(scored.accuracy, metrics, scored.confusion, meta.classes, verdict,
                             roc, slices)
     _track(evaluation, config, meta, model_name, y, proba)
-    log.info("test accuracy %.4f; %s", evaluation.accuracy, verdict.reason)
+    log.info("test accuracy %.4f; %s", scored.accuracy, verdict.reason)
+    return evaluation
+
+
+def _evaluate_regression(config: EvaluateConfig, meta: DatasetMetadata, frame: pd.DataFrame,
+                         y: np.ndarray, pred: np.ndarray, champion: Champion | None,
+                         model_name: str) -> Evaluation:
+    """RMSE/MAE/R², the champion's on the same rows, the gate, and the residual plots."""
+    baseline = None
+    if champion is not None and champion.outputs is not None:
+        theirs = champion.outputs[:, 0]
+        regression.library_evaluate(frame, theirs, meta, "champion_")
+        baseline = Baseline(champion.version, regression.regression_metrics(y, theirs),
+                            SAME_SPLIT)
+    elif champion is not None:
+        baseline = _tag_baseline(champion)
+    regression.library_evaluate(frame, pred, meta, "test_")
+    metrics = regression.regression_metrics(y, pred)
+    if baseline is not None and baseline.source == SAME_SPLIT:
+        metrics |= {f"champion_{k.removeprefix('test_')}": v
+                    for k, v in baseline.metrics.items()}
+    verdict = judge(metrics, config, model_name, baseline, meta.task_object)
+    evaluation = Evaluation(None, metrics, [], [], verdict)
+    _log_verdict(evaluation, config, model_name, meta.task)
+    title = f"{meta.name} / {config.framework}"
+    for name, fig in regression.regression_figures(y, pred, title).items():
+        mlflow.log_figure(fig, name)
+        plt.close(fig)
+    log.info("test RMSE %.4f, R² %.4f; %s", metrics["test_rmse"], metrics["test_r2"],
+             verdict.reason)
     return evaluation
 
 
@@ -156,21 +205,24 @@ def _library_evaluate(frame: pd.DataFrame, pred: np.ndarray, meta: DatasetMetada
 
 def _baseline(champion: Champion | None, frame: pd.DataFrame, y: np.ndarray,
               meta: DatasetMetadata) -> Baseline | None:
-    """The champion's figures: re-evaluated on this split, else its recorded tag."""
+    """The champion's figures: re-evaluated on this split, else its recorded tags."""
     if champion is None:
         return None
-    if champion.proba is not None:
-        pred = champion.proba.argmax(axis=1)
+    if champion.outputs is not None:
+        out = champion.outputs
+        pred = out.argmax(axis=1) if out.shape[1] > 1 else (out[:, 0] > 0).astype(np.int64)
         _library_evaluate(frame, pred, meta, "champion_")
-        figures = score(y, pred, meta).metrics
-        return Baseline(champion.version, figures["test_accuracy"], figures["test_f1_macro"],
-                        SAME_SPLIT)
-    if champion.tag_accuracy is None:
-        log.warning("champion v%s %s and has no %s tag; judged as if there were none",
-                    champion.version, champion.note, ACCURACY_TAG)
+        return Baseline(champion.version, score(y, pred, meta).metrics, SAME_SPLIT)
+    return _tag_baseline(champion)
+
+
+def _tag_baseline(champion: Champion) -> Baseline | None:
+    if not champion.tag_metrics:
+        log.warning("champion v%s %s and has no test_* tags; judged as if there were none",
+                    champion.version, champion.note)
         return None
-    return Baseline(champion.version, champion.tag_accuracy, None,
-                    f"{champion.note}; its recorded {ACCURACY_TAG} tag")
+    return Baseline(champion.version, champion.tag_metrics,
+                    f"{champion.note}; its recorded test_* tags")
 
 
 def _slices(config: EvaluateConfig, data_dir: Path, raw_dir: Path | None, y: np.ndarray,
@@ -180,18 +232,27 @@ def _slices(config: EvaluateConfig, data_dir: Path, raw_dir: Path | None, y: np.
     return table.assign(feature=config.slice_feature)
 
 
-def _track(evaluation: Evaluation, config: EvaluateConfig, meta: DatasetMetadata,
-           model_name: str, y: np.ndarray, proba: np.ndarray) -> None:
+def _log_verdict(evaluation: Evaluation, config: EvaluateConfig, model_name: str,
+                 task: TaskName) -> None:
+    """The gate's settings, the metrics, and the verdict (tags and verdict.json)."""
     mlflow.log_params({"min_accuracy": config.min_accuracy, "tolerance": config.tolerance,
-                       "min_f1_macro": config.min_f1_macro,
+                       "min_f1_macro": config.min_f1_macro, "min_r2": config.min_r2,
                        "min_improvement": config.min_improvement,
+                       "gate_metric": evaluation.verdict.gate_metric,
                        "slice_feature": config.slice_feature, "model_name": model_name})
     mlflow.log_metrics(evaluation.metrics | _slice_metric_dict(evaluation.slices))
     verdict = evaluation.verdict
-    mlflow.set_tags({BLESSED_TAG: str(verdict.blessed).lower(),
+    mlflow.set_tags({BLESSED_TAG: str(verdict.blessed).lower(), TASK_TAG: task.value,
                      VERDICT_TAG: verdict.reason[:5000],
                      CHAMPION_SOURCE_TAG: verdict.champion_source or "none"})
     mlflow.log_text(verdict.to_json(evaluation.metrics, config), "verdict.json")
+
+
+def _track(evaluation: Evaluation, config: EvaluateConfig, meta: DatasetMetadata,
+           model_name: str, y: np.ndarray, proba: np.ndarray) -> None:
+    _log_verdict(evaluation, config, model_name, meta.task)
+    if meta.n_classes == 2:
+        mlflow.log_param("decision_threshold", DECISION_THRESHOLD)
     if evaluation.slices is not None:
         mlflow.log_table(evaluation.slices, f"slices/{_metric_key(config.slice_feature)}.json")
     figures = curve_figures(y, proba, meta.classes)

@@ -22,6 +22,7 @@ from sklearn.metrics import (
     PrecisionRecallDisplay,
     RocCurveDisplay,
     average_precision_score,
+    precision_recall_curve,
     roc_auc_score,
     roc_curve,
 )
@@ -69,8 +70,12 @@ def curve_metrics(y: np.ndarray, proba: np.ndarray, n_classes: int) -> dict[str,
     if len(np.unique(y)) < n_classes:
         return {}
     if n_classes == 2:
+        precision, recall, cuts = precision_recall_curve(y, proba[:, 1])
+        f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
         return {"test_roc_auc": float(roc_auc_score(y, proba[:, 1])),
-                "test_average_precision": float(average_precision_score(y, proba[:, 1]))}
+                "test_average_precision": float(average_precision_score(y, proba[:, 1])),
+                # the positive-class probability cut that maximises F1 on the test split
+                "test_best_f1_threshold": float(cuts[int(np.argmax(f1[:-1]))])}
     onehot = label_binarize(y, classes=list(range(n_classes)))
     return {"test_roc_auc": float(roc_auc_score(y, proba, multi_class="ovr",
                                                 labels=list(range(n_classes)))),

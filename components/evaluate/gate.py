@@ -13,6 +13,9 @@ import json
 from dataclasses import asdict, dataclass
 
 from components.config import EvaluateConfig
+from components.tasks import ACCURACY, GateMetric, Task, get_task
+
+MULTICLASS = get_task("multiclass")
 
 
 @dataclass(frozen=True)
@@ -20,8 +23,7 @@ class Baseline:
     """The champion's figures the candidate is compared with, and where they come from."""
 
     version: str
-    accuracy: float
-    f1_macro: float | None
+    metrics: dict[str, float]  # test_* metrics (re-evaluated, or its recorded tags)
     source: str  # "re-evaluated on the same test split" or why the recorded tag was used
 
 
@@ -31,46 +33,68 @@ class Verdict:
 
     blessed: bool
     reason: str
-    champion_accuracy: float | None = None
+    champion_value: float | None = None  # the champion's gate metric
     champion_version: str | None = None
     champion_source: str = ""
+    gate_metric: str = ACCURACY.name
 
     def to_json(self, metrics: dict[str, float], config: EvaluateConfig) -> str:
         """The verdict with the numbers and thresholds it was based on (verdict.json)."""
-        thresholds = config.model_dump(include={"min_accuracy", "min_f1_macro", "tolerance",
-                                                "min_improvement"})
-        headline = {k: metrics[k] for k in ("test_accuracy", "test_f1_macro") if k in metrics}
+        thresholds = config.model_dump(include={"min_accuracy", "min_f1_macro", "min_r2",
+                                                "tolerance", "min_improvement",
+                                                "gate_metric"})
+        headline = {k: v for k, v in metrics.items() if k in _HEADLINE}
         return json.dumps({**asdict(self), "metrics": headline, "thresholds": thresholds},
                           indent=2)
 
 
+_HEADLINE = ("test_accuracy", "test_f1_macro", "test_roc_auc", "test_rmse", "test_mae",
+             "test_r2")
+
+
 def judge(metrics: dict[str, float], config: EvaluateConfig, model_name: str,
-          champion: Baseline | None) -> Verdict:
-    """Apply the absolute floors, then the champion comparison; all failures are named."""
-    accuracy, f1 = metrics["test_accuracy"], metrics["test_f1_macro"]
-    failures = []
-    if accuracy < config.min_accuracy:
-        failures.append(f"accuracy {accuracy:.4f} below the minimum {config.min_accuracy}")
-    if f1 < config.min_f1_macro:
-        failures.append(f"macro F1 {f1:.4f} below the minimum {config.min_f1_macro}")
+          champion: Baseline | None, task: Task = MULTICLASS) -> Verdict:
+    """Apply the task's absolute floors, then the champion comparison on the gate metric
+    (in its own direction: lower RMSE is better); all failures are named."""
+    gate = task.gate_metric(config.gate_metric)
+    value = metrics[gate.name]
+    failures = [f"{_short(metric)} {metrics[metric]:.4f} below the minimum {floor}"
+                for metric, floor in _floors(task, config) if metrics[metric] < floor]
     if champion is None:
         if failures:
-            return Verdict(False, "; ".join(failures))
-        return Verdict(True, f"accuracy {accuracy:.4f}; no champion of '{model_name}' yet")
-    relative = _relative(accuracy, config, champion)
-    passed = relative.startswith(">=")
-    reason = "; ".join([*failures, f"accuracy {accuracy:.4f} {relative}"])
-    return Verdict(not failures and passed, reason, champion.accuracy, champion.version,
-                   champion.source)
+            return Verdict(False, "; ".join(failures), gate_metric=gate.name)
+        return Verdict(True, f"{_short(gate.name)} {value:.4f}; no champion of "
+                             f"'{model_name}' yet", gate_metric=gate.name)
+    theirs = champion.metrics.get(gate.name)
+    if theirs is None:
+        failures.append(f"champion v{champion.version} has no {gate.name} "
+                        f"({champion.source}) to compare with")
+        return Verdict(False, "; ".join(failures), None, champion.version, champion.source,
+                       gate.name)
+    passed, relative = _relative(value, theirs, gate, config, champion)
+    reason = "; ".join([*failures, f"{_short(gate.name)} {value:.4f} {relative}"])
+    return Verdict(not failures and passed, reason, theirs, champion.version,
+                   champion.source, gate.name)
 
 
-def _relative(accuracy: float, config: EvaluateConfig, champion: Baseline) -> str:
-    """'>= champion ...' or '< champion ...', naming the champion's number and source."""
+def _floors(task: Task, config: EvaluateConfig) -> list[tuple[str, float]]:
+    """(metric, minimum) pairs of the task's floors (EvaluateConfig fields)."""
+    return [(metric, float(getattr(config, field))) for metric, field in task.floors]
+
+
+def _short(metric: str) -> str:
+    return metric.removeprefix("test_").replace("_", " ")
+
+
+def _relative(value: float, theirs: float, gate: GateMetric, config: EvaluateConfig,
+              champion: Baseline) -> tuple[bool, str]:
+    """Whether ``value`` clears the champion's bar, and a line naming the bar's source."""
     if config.min_improvement > 0:
-        bar, rule = (champion.accuracy + config.min_improvement,
-                     f"+ min_improvement {config.min_improvement}")
+        margin, rule = -config.min_improvement, f"min_improvement {config.min_improvement}"
     else:
-        bar, rule = champion.accuracy - config.tolerance, f"- tolerance {config.tolerance}"
-    sign = ">=" if accuracy >= bar - 1e-12 else "<"
-    return (f"{sign} champion v{champion.version} accuracy {champion.accuracy:.4f} {rule} "
-            f"({champion.source})")
+        margin, rule = config.tolerance, f"tolerance {config.tolerance}"
+    passed = gate.better(value, theirs) >= -margin - 1e-12
+    direction = "higher" if gate.higher_is_better else "lower"
+    word = "clears" if passed else "misses"
+    return passed, (f"{word} champion v{champion.version} {_short(gate.name)} {theirs:.4f} "
+                    f"({direction} is better; {rule}; {champion.source})")

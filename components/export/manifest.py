@@ -20,6 +20,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from components.errors import DataError
+from components.tasks import Outputs
 
 MANIFEST_FILE = "export.json"
 EXPORTS_ARTIFACT_PATH = "exports"
@@ -76,8 +77,9 @@ class ExportManifest(BaseModel):
 
     framework: str = Field(min_length=1, description="The framework adapter that wrote it.")
     features: list[str]
-    classes: list[str]
-    output: Literal["logits", "probabilities"] = "logits"
+    classes: list[str]  # [] for regression
+    # What every entry's network returns; the answers follow from it (components.tasks).
+    output: Outputs = Outputs.LOGITS
     entries: dict[str, ExportEntry]
     preferred: str
     raw_features: RawFeatures | None = None

@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from components.export.manifest import ExportFormat
-from components.export.runtime import softmax, tflite_interpreter
+from components.export.runtime import tflite_interpreter
+from components.tasks import Outputs
 from components.transform.fitted import FITTED_FILE, FittedTransform
 
 PredictArrays = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -25,7 +26,8 @@ PredictRaw = Callable[[pd.DataFrame], np.ndarray]
 
 
 def load_raw_arrays(fmt: ExportFormat | str, path: Path) -> PredictArrays:
-    """Class probabilities of raw arrays for a shipped raw-input model of format ``fmt``."""
+    """The network's outputs (logits, or values) on raw arrays for a shipped raw-input
+    model of format ``fmt``."""
     loaders: dict[ExportFormat, Callable[[Path], PredictArrays]] = {
         ExportFormat.ONNX: _onnx, ExportFormat.TFLITE: _tflite,
         ExportFormat.TORCHSCRIPT: _torchscript, ExportFormat.SAVEDMODEL: _savedmodel,
@@ -33,12 +35,14 @@ def load_raw_arrays(fmt: ExportFormat | str, path: Path) -> PredictArrays:
     return loaders[ExportFormat(fmt)](path)
 
 
-def load_raw_predictor(fmt: ExportFormat | str, path: Path) -> PredictRaw:
-    """Class probabilities of raw rows (a DataFrame); the transform JSON sits beside ``path``
-    and only orders the columns (the transform itself runs inside the model)."""
+def load_raw_predictor(fmt: ExportFormat | str, path: Path,
+                       outputs: Outputs = Outputs.LOGITS) -> PredictRaw:
+    """Answers on raw rows (a DataFrame): class probabilities, or values; the transform
+    JSON sits beside ``path`` and only orders the columns (the transform itself runs
+    inside the model)."""
     predict = load_raw_arrays(fmt, path)
     fitted = FittedTransform.load(path.parent / FITTED_FILE)
-    return lambda frame: predict(*fitted.raw_arrays(frame))
+    return lambda frame: outputs.answers(predict(*fitted.raw_arrays(frame)))
 
 
 def _onnx(path: Path) -> PredictArrays:
@@ -49,7 +53,7 @@ def _onnx(path: Path) -> PredictArrays:
     def predict(num: np.ndarray, cat: np.ndarray) -> np.ndarray:
         logits = session.run(None, {"numeric": np.ascontiguousarray(num, np.float64),
                                     "categorical": cat.astype(str).astype(object)})[0]
-        return softmax(np.asarray(logits))
+        return np.asarray(logits)
 
     return predict
 
@@ -67,7 +71,7 @@ def _tflite(path: Path) -> PredictArrays:
             inputs["numeric"] = np.ascontiguousarray(num, np.float32)
         if "categorical" in names:
             inputs["categorical"] = np.char.encode(cat.astype(str), "utf-8")
-        return softmax(np.asarray(runner(**inputs)["output"]))
+        return np.asarray(runner(**inputs)["output"])
 
     predict.keepalive = interpreter  # type: ignore[attr-defined]
     return predict
@@ -83,7 +87,7 @@ def _torchscript(path: Path) -> PredictArrays:
         rows: list[list[str]] = cat.tolist()
         with torch.inference_mode():
             out = module(torch.from_numpy(np.ascontiguousarray(num, np.float64)), rows)
-        return softmax(out.numpy())
+        return np.asarray(out.numpy())
 
     return predict
 
@@ -101,7 +105,7 @@ def _savedmodel(path: Path) -> PredictArrays:
     def predict(num: np.ndarray, cat: np.ndarray) -> np.ndarray:
         out = serve(numeric=tf.constant(num, tf.float64),
                     categorical=tf.constant(cat.astype(str).reshape(len(num), -1)))
-        return softmax(np.asarray(next(iter(out.values()))))
+        return np.asarray(next(iter(out.values())))
 
     predict.keepalive = loaded  # type: ignore[attr-defined]  # the signature needs its object
     return predict

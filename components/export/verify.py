@@ -105,8 +105,8 @@ def _main(argv: list[str]) -> None:
         try:
             if entry.input == "raw":
                 rows = pd.read_parquet(out_dir / "raw.parquet")
-                out = load_raw_predictor(entry.format,
-                                         directory / entry.path)(rows)
+                out = load_raw_predictor(entry.format, directory / entry.path,
+                                         manifest.output)(rows)
             else:
                 out = load_predictor(entry.format, directory / entry.path)(x)
         except Exception as err:

@@ -6,7 +6,7 @@ from components.images import step_component
 
 
 def ingest(parent_run_id: str, source: str, label: str, val_fraction: float,
-           test_fraction: float, seed: int, dataset: Output[Dataset],
+           test_fraction: float, seed: int, task: str, dataset: Output[Dataset],
            statistics: Output[Artifact], schema: Output[Artifact],
            ingest_options: str = "{}") -> None:
     """Read, split, profile and validate ``source`` with a Beam pipeline.
@@ -30,10 +30,11 @@ def ingest(parent_run_id: str, source: str, label: str, val_fraction: float,
         except json.JSONDecodeError as err:
             raise ConfigError(f"ingest_options is not JSON: {err}") from None
         config = IngestConfig(source=source, label=label, val_fraction=val_fraction,
-                              test_fraction=test_fraction, seed=seed, **extra)
+                              test_fraction=test_fraction, seed=seed, task=task, **extra)
         out = Path(dataset.path)
         meta = run_ingest(config, out)
-        dataset.metadata.update({"name": meta.name, "digest": meta.digest, **meta.rows})
+        dataset.metadata.update({"name": meta.name, "digest": meta.digest,
+                                 "task": meta.task.value, **meta.rows})
         Path(statistics.path).mkdir(parents=True, exist_ok=True)
         for name in ("statistics.json", "statistics.html", "anomalies.json"):
             shutil.copy(out / name, Path(statistics.path) / name)

@@ -27,7 +27,6 @@ from components.frameworks import get_adapter
 from components.frameworks.base import ModelSpec
 from components.push.serving import pushed_inference_service
 from components.tags import (
-    ACCURACY_TAG,
     COMPRESSION_ACCURACY_TAG,
     COMPRESSION_BYTES_TAG,
     COMPRESSION_FORMAT_TAG,
@@ -42,6 +41,7 @@ from components.tags import (
     VERSION_FRAMEWORK_TAG,
     VERSION_MODEL_DIGEST_TAG,
     VERSION_MODEL_TAG,
+    VERSION_TASK_TAG,
 )
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,8 @@ def _compression_tags(exports_dir: Path, manifest: ExportManifest) -> dict[str, 
         rows = json.loads(table.read_text(encoding="utf-8")).get("variants", [])
         row = next((r for r in rows if r.get("name") == manifest.preferred), None)
         if row is not None:
-            tags[COMPRESSION_ACCURACY_TAG] = f"{row['accuracy']:.6g}"
+            # the variant's test score: accuracy, or RMSE for regression
+            tags[COMPRESSION_ACCURACY_TAG] = f"{row['score']:.6g}"
     return tags
 
 
@@ -124,10 +125,12 @@ def _register(config: PushConfig, name: str, meta: DatasetMetadata, data_dir: Pa
             **{k: f"{v:.6g}" for k, v in extra.items()
                if k.startswith("test_") and not isinstance(v, str)},
             **{k: v for k, v in extra.items() if isinstance(v, str)}}
-    if ACCURACY_TAG not in tags:
-        raise ValueError(f"push needs the '{ACCURACY_TAG}' metric from evaluate")
     spec = ModelSpec.load(model_dir)
+    headline = spec.task_object.headline[0]
+    if headline not in tags:
+        raise ValueError(f"push needs the '{headline}' metric from evaluate")
     tags[VERSION_MODEL_TAG] = spec.kind
+    tags[VERSION_TASK_TAG] = spec.task
     if spec.digest:
         tags[VERSION_MODEL_DIGEST_TAG] = spec.digest
     adapter = get_adapter(config.framework)

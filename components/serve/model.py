@@ -18,16 +18,19 @@ from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from components.errors import ConfigError
 from components.export.manifest import ExportEntry, ExportManifest
-from components.export.runtime import load_predictor, softmax
+from components.export.runtime import load_predictor
 from components.serve import raw_protocol
 from components.serve.protocol import (
     CLASS,
     INPUT_NAME,
+    PREDICTION,
     PROBABILITIES,
     v1_matrix,
     v1_response,
+    v1_values,
     v2_matrix,
     v2_response,
+    v2_values,
 )
 
 log = logging.getLogger(__name__)
@@ -36,8 +39,9 @@ log = logging.getLogger(__name__)
 class ExportsModel(kserve.Model):
     """Serves ``export`` (default: the manifest's serving default) of ``model_dir``.
 
-    Answers class probabilities (softmax of the export's logits when its output
-    is logits) and the predicted class, the same for every format.
+    Answers class probabilities and the predicted class, or a regression model's
+    values in the label's units (the manifest's ``output`` says which), the same
+    for every format.
     """
 
     def __init__(self, name: str, model_dir: Path, export: str | None = None) -> None:
@@ -77,15 +81,14 @@ class ExportsModel(kserve.Model):
         """Class probabilities of a parsed request (see :meth:`_parse`)."""
         assert self.manifest is not None and self.entry is not None, "load() first"
         path = self.model_dir / self.entry.path
-        if self.entry.input == "raw":  # the raw models answer probabilities
+        answers = self.manifest.output.answers
+        if self.entry.input == "raw":
             from components.export.raw_runtime import load_raw_arrays
 
             raw = load_raw_arrays(self.entry.format, path)
-            return lambda arrays: np.asarray(raw(*arrays), dtype=np.float32)
+            return lambda arrays: np.asarray(answers(raw(*arrays)), dtype=np.float32)
         scores = load_predictor(self.entry.format, path)
-        if self.manifest.output == "logits":
-            return lambda x: softmax(scores(x))
-        return scores
+        return lambda x: np.asarray(answers(scores(x)), dtype=np.float32)
 
     @property
     def takes_raw_rows(self) -> bool:
@@ -109,10 +112,13 @@ class ExportsModel(kserve.Model):
         rows = self._parse(payload)
         if self._predict is None:  # a worker process after unpickling (see above)
             self._predict = self._load_predict()
-        probabilities = self._predict(rows)
+        answers = self._predict(rows)
+        if not self.manifest.output.is_classifier:
+            return (v2_values(payload, self.name, answers) if isinstance(payload, InferRequest)
+                    else v1_values(answers))
         if isinstance(payload, InferRequest):
-            return v2_response(payload, self.name, probabilities, self.manifest.classes)
-        return v1_response(probabilities, self.manifest.classes)
+            return v2_response(payload, self.name, answers, self.manifest.classes)
+        return v1_response(answers, self.manifest.classes)
 
     def get_input_types(self) -> list[dict[str, Any]]:
         if self.takes_raw_rows and self.manifest and self.manifest.raw_features:
@@ -121,6 +127,8 @@ class ExportsModel(kserve.Model):
         return [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, width]}]
 
     def get_output_types(self) -> list[dict[str, Any]]:
+        if self.manifest and not self.manifest.output.is_classifier:
+            return [{"name": PREDICTION, "datatype": "FP32", "shape": [-1]}]
         k = len(self.manifest.classes) if self.manifest else -1
         return [{"name": PROBABILITIES, "datatype": "FP32", "shape": [-1, k]},
                 {"name": CLASS, "datatype": "BYTES", "shape": [-1]}]

@@ -17,6 +17,7 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 INPUT_NAME = "input"
 PROBABILITIES = "probabilities"
 CLASS = "class"
+PREDICTION = "prediction"  # a regression model's output: one value per row
 
 
 def _finite_matrix(x: np.ndarray, n_features: int, where: str) -> np.ndarray:
@@ -96,5 +97,18 @@ def v2_response(request: InferRequest, model_name: str, probabilities: np.ndarra
                     probabilities.ravel().tolist()),
         InferOutput(CLASS, [len(labels)], "BYTES", labels),
     ]
+    return InferResponse(response_id=request.id or str(uuid.uuid4()), model_name=model_name,
+                         infer_outputs=outputs, requested_outputs=request.request_outputs)
+
+
+def v1_values(values: np.ndarray) -> dict[str, Any]:
+    """A regression answer: one number per row, in the label's units."""
+    return {"predictions": np.asarray(values, dtype=np.float64).tolist()}
+
+
+def v2_values(request: InferRequest, model_name: str, values: np.ndarray) -> InferResponse:
+    """FP32 ``prediction`` [N] of a regression model; the id is the request's or new."""
+    flat = np.asarray(values, dtype=np.float32).ravel()
+    outputs = [InferOutput(PREDICTION, [len(flat)], "FP32", flat.tolist())]
     return InferResponse(response_id=request.id or str(uuid.uuid4()), model_name=model_name,
                          infer_outputs=outputs, requested_outputs=request.request_outputs)

@@ -81,10 +81,10 @@ class _Objective:
         return out.reshape(-1, 1) if self.column else out
 
 
-def _objective(spec: ModelSpec, config: TrainConfig) -> _Objective:
+def _objective(spec: ModelSpec, config: TrainConfig | None) -> _Objective:
     kind = spec.output_kind
     if kind is Outputs.VALUES:
-        huber = config.regression_loss is RegressionLoss.HUBER
+        huber = config is not None and config.regression_loss is RegressionLoss.HUBER
         return _Objective(keras.losses.Huber() if huber else keras.losses.MeanSquaredError(),
                           keras.metrics.RootMeanSquaredError(name="score"),
                           spec.label_shift, spec.label_scale, column=True)
@@ -94,6 +94,15 @@ def _objective(spec: ModelSpec, config: TrainConfig) -> _Objective:
                           column=True)
     return _Objective(keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       keras.metrics.SparseCategoricalAccuracy(name="score"))
+
+
+def saved_model_objective(spec: ModelSpec) -> _Objective:
+    """The task's loss for fine-tuning a saved model (pruning): a regression model's
+    outputs are in the label's units, so its targets stay in them too (MSE)."""
+    if spec.rescales:
+        return _Objective(keras.losses.MeanSquaredError(),
+                          keras.metrics.RootMeanSquaredError(name="score"), column=True)
+    return _objective(spec, None)
 
 
 class _Reporter(keras.callbacks.Callback):

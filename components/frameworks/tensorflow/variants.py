@@ -19,6 +19,7 @@ from components.export.manifest import ExportFormat
 from components.frameworks.base import ModelSpec
 from components.frameworks.tensorflow.export import export_onnx, export_savedmodel, export_tflite
 from components.frameworks.tensorflow.tflite_raw import Configure, export_raw_tflite
+from components.frameworks.tensorflow.training import saved_model_objective
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
@@ -66,7 +67,7 @@ def build_variants(model: keras.Model, spec: ModelSpec, train: ArraySplit,
         return Candidate(name, ExportFormat.TFLITE, path, kind, "tflite", note, exporter)
 
     def pruned() -> Candidate:
-        net, zeros = pruned_copy(model, train, config)
+        net, zeros = pruned_copy(model, spec, train, config)
         return variant("tflite_pruned", net, None, "pruned",
                        f"{zeros:.0%} zero weights, dense storage "
                        f"({config.finetune_epochs} fine-tune epochs)")
@@ -96,7 +97,7 @@ def _representative(rows: np.ndarray) -> Iterator[list[np.ndarray]]:
         yield [row[None, :].astype(np.float32)]
 
 
-def pruned_copy(model: keras.Model, train: ArraySplit,
+def pruned_copy(model: keras.Model, spec: ModelSpec, train: ArraySplit,
                 config: CompressConfig) -> tuple[keras.Model, float]:
     """tfmot magnitude pruning at constant ``pruning_sparsity`` with a short fine-tune, then
     ``strip_pruning``; returns the model and its fraction of zero kernel weights."""
@@ -107,12 +108,13 @@ def pruned_copy(model: keras.Model, train: ArraySplit,
     schedule = tfmot.sparsity.keras.ConstantSparsity(config.pruning_sparsity, begin_step=0,
                                                      frequency=1)
     pruned = tfmot.sparsity.keras.prune_low_magnitude(clone, pruning_schedule=schedule)
+    goal = saved_model_objective(spec)
     pruned.compile(optimizer=keras.optimizers.Adam(config.finetune_learning_rate),
-                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+                   loss=goal.loss)
     # One step applies the masks even with no fine-tune epochs.
     epochs = max(config.finetune_epochs, 1)
     steps = None if config.finetune_epochs else 1
-    pruned.fit(train.x, train.y, batch_size=config.finetune_batch_size, epochs=epochs,
+    pruned.fit(train.x, goal.target(train.y), batch_size=config.finetune_batch_size, epochs=epochs,
                steps_per_epoch=steps, verbose=0, shuffle=True,
                callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
     stripped = tfmot.sparsity.keras.strip_pruning(pruned)

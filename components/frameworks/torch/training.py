@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -113,9 +114,9 @@ class _Standardised(_Objective):
     """Regression: MSE (or Huber) on the standardised label; the score is RMSE in the
     label's units."""
 
-    def __init__(self, spec: ModelSpec, config: TrainConfig) -> None:
+    def __init__(self, spec: ModelSpec, huber: bool) -> None:
         self.shift, self.scale = spec.label_shift, spec.label_scale
-        self.huber = config.regression_loss is RegressionLoss.HUBER
+        self.huber = huber
 
     def target(self, y: torch.Tensor) -> torch.Tensor:
         return (y - self.shift) / self.scale
@@ -131,11 +132,24 @@ class _Standardised(_Objective):
         return math.sqrt(total / n)
 
 
-def _objective(spec: ModelSpec, config: TrainConfig) -> _Objective:
+def _objective(spec: ModelSpec, huber: bool = False) -> _Objective:
     kind = spec.output_kind
     if kind is Outputs.VALUES:
-        return _Standardised(spec, config)
+        return _Standardised(spec, huber)
     return _Sigmoid() if kind is Outputs.LOGIT else _Objective()
+
+
+def saved_model_loss(spec: ModelSpec) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The task's mean loss on a saved model's outputs (a regression model's are in the
+    label's units: standardised again first), for fine-tuning it (pruning)."""
+    goal = _objective(spec)
+
+    def loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if spec.rescales:
+            out = (out - spec.label_shift) / spec.label_scale
+        return goal.loss_sum(out, goal.target(y)) / len(y)
+
+    return loss
 
 
 def train(spec: ModelSpec, train: ArraySplit, val: ArraySplit, config: TrainConfig,
@@ -156,7 +170,7 @@ def train(spec: ModelSpec, train: ArraySplit, val: ArraySplit, config: TrainConf
     net: nn.Module = model
     if ctx.distributed:
         net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    goal = _objective(spec, config)
+    goal = _objective(spec, config.regression_loss is RegressionLoss.HUBER)
     x = torch.from_numpy(train.x).to(device)
     y = goal.target(torch.from_numpy(train.y).to(device))
     amp = _Amp(device, config.precision)

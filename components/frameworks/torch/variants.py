@@ -20,6 +20,7 @@ from components.export.candidates import Built, Candidate, VariantSet
 from components.export.manifest import ExportFormat
 from components.frameworks.base import ModelSpec
 from components.frameworks.torch.export import export_onnx, export_torchscript
+from components.frameworks.torch.training import saved_model_loss
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def build_variants(model: nn.Module, spec: ModelSpec, train: ArraySplit, config:
                         f"FX graph mode, x86 backend, {len(calibration)} calibration rows")
 
     def pruned() -> Candidate:
-        net = pruned_copy(model, train, config)
+        net = pruned_copy(model, spec, train, config)
         return scripted("torch_pruned", net, "pruned",
                         f"{sparsity(net):.0%} zero weights, dense storage "
                         f"({config.finetune_epochs} fine-tune epochs)")
@@ -96,7 +97,8 @@ def _prunable(model: nn.Module) -> list[tuple[nn.Module, str]]:
     return [(m, "weight") for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
 
 
-def pruned_copy(model: nn.Module, train: ArraySplit, config: CompressConfig) -> nn.Module:
+def pruned_copy(model: nn.Module, spec: ModelSpec, train: ArraySplit,
+                config: CompressConfig) -> nn.Module:
     """Global L1 unstructured pruning to ``pruning_sparsity``, fine-tuned with the mask kept,
     then made permanent (``prune.remove``): the zeros are in a dense tensor."""
     pruned = copy.deepcopy(model)
@@ -104,14 +106,17 @@ def pruned_copy(model: nn.Module, train: ArraySplit, config: CompressConfig) -> 
     prune.global_unstructured(params, pruning_method=prune.L1Unstructured,
                               amount=config.pruning_sparsity)
     if config.finetune_epochs:
-        _finetune(pruned, train, config)
+        _finetune(pruned, spec, train, config)
     for module, name in params:
         prune.remove(module, name)
     return pruned.eval()
 
 
-def _finetune(model: nn.Module, train: ArraySplit, config: CompressConfig) -> None:
-    """A short Adam fine-tune; the pruning masks keep pruned weights at zero."""
+def _finetune(model: nn.Module, spec: ModelSpec, train: ArraySplit,
+              config: CompressConfig) -> None:
+    """A short Adam fine-tune on the task's loss; the pruning masks keep pruned weights
+    at zero."""
+    loss_fn = saved_model_loss(spec)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.finetune_learning_rate)
     x, y = torch.from_numpy(train.x), torch.from_numpy(train.y)
     generator = torch.Generator().manual_seed(0)
@@ -119,7 +124,7 @@ def _finetune(model: nn.Module, train: ArraySplit, config: CompressConfig) -> No
     for _ in range(config.finetune_epochs):
         for batch in torch.randperm(len(x), generator=generator).split(config.finetune_batch_size):
             optimizer.zero_grad()
-            nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
+            loss_fn(model(x[batch]), y[batch]).backward()
             optimizer.step()
     model.eval()
 
