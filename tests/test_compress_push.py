@@ -18,7 +18,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from components.compress.core import COMPRESSION_FILE, CompressResult, run_compress
-from components.compress.variants import select_best
+from components.compress.variants import QualityGate, select_best
 from components.config import CompressConfig, Framework, PushConfig
 from components.data.dataset import Split, read_arrays, read_metadata
 from components.errors import DataError
@@ -38,6 +38,7 @@ from components.tags import (
     VERSION_DATASET_DIGEST_TAG,
     VERSION_FRAMEWORK_TAG,
 )
+from components.tasks import Outputs
 from components.transform.fitted import FittedTransform
 from tests.conftest import SHARED, cli_env
 
@@ -79,9 +80,9 @@ def test_every_variant_is_measured_and_the_gate_picks_one(compressed: Compressed
     rows = {r.name: r for r in result.results}
     assert set(rows) == VARIANTS[fw]
     fp32 = [r for r in rows.values() if r.is_fp32]
-    assert all(r.accuracy > 0.8 for r in fp32)
+    assert all(r.score > 0.8 for r in fp32)
     for r in rows.values():
-        assert r.bytes > 0 and 0.0 <= r.accuracy <= 1.0
+        assert r.bytes > 0 and 0.0 <= r.score <= 1.0
         assert 0 < r.p50_b1_ms <= r.p99_b1_ms and 0 < r.p50_b64_ms <= r.p99_b64_ms, r.name
         if "int8" in r.name:  # int8 weights: well under half of fp32
             assert r.bytes < 0.5 * rows[r.baseline].bytes, r.name
@@ -89,8 +90,8 @@ def test_every_variant_is_measured_and_the_gate_picks_one(compressed: Compressed
     assert pruned.gzip_bytes < 0.8 * rows[pruned.baseline].gzip_bytes  # the zeros compress
     assert result.variant, "with a 2-point gate some variant passes on digits"
     chosen = rows[result.variant]
-    assert rows[chosen.baseline].accuracy - chosen.accuracy <= 0.02
-    drops = {r.name: rows[r.baseline].accuracy - r.accuracy
+    assert rows[chosen.baseline].score - chosen.score <= 0.02
+    drops = {r.name: rows[r.baseline].score - r.score
              for r in rows.values() if not r.is_fp32}
     assert set(result.rejected) == {n for n, d in drops.items() if d > 0.02}
     passing = [rows[n] for n, d in drops.items() if d <= 0.02]
@@ -103,10 +104,10 @@ def test_a_tighter_gate_rejects_what_drops_too_much(compressed: Compressed) -> N
     """The same measured rows under a gate just below the worst drop: the worst variants
     are rejected with their drop named, the others pass, and the pick is among them."""
     rows = {r.name: r for r in compressed.result.results}
-    drops = {r.name: rows[r.baseline].accuracy - r.accuracy
+    drops = {r.name: rows[r.baseline].score - r.score
              for r in rows.values() if not r.is_fp32}
     gate = max(drops.values()) - 1e-9
-    selection = select_best(compressed.result.results, max_accuracy_drop=gate)
+    selection = select_best(compressed.result.results, QualityGate(Outputs.LOGITS, gate))
     worst = {n for n, d in drops.items() if d > gate}
     assert worst and set(selection.rejected) == worst
     for name in worst:
@@ -239,7 +240,7 @@ def test_push_logs_the_exports_and_tags_the_variant(
     assert version.tags[SERVING_EXPORT_TAG] == manifest.serving_default
     assert version.tags[SERVING_INPUT_TAG] == "raw"
     assert float(version.tags[COMPRESSION_ACCURACY_TAG]) == pytest.approx(
-        compressed.result.int8_accuracy, abs=1e-5)
+        compressed.result.int8_score, abs=1e-5)
     local = Path(mlflow.artifacts.download_artifacts(run_id=version.run_id,
                                                      artifact_path="exports",
                                                      dst_path=str(tmp_path / "dl")))

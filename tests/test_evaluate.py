@@ -23,6 +23,7 @@ from components.evaluate.slices import slice_column, slice_labels
 from components.frameworks import get_adapter
 from components.ingest.core import run_ingest
 from components.tags import ACCURACY_TAG, BLESSED_TAG, CHAMPION_SOURCE_TAG
+from components.tasks import get_task
 from components.train.core import run_train
 from components.transform.core import run_transform
 
@@ -103,7 +104,7 @@ def test_champion_is_rescored_on_the_same_split_not_taken_from_its_tag(
     verdict = result.verdict
     assert verdict.champion_version == version and verdict.champion_source == SAME_SPLIT
     # The champion is the same model: re-scored it matches, the stale tag (0.123) is ignored.
-    assert verdict.champion_accuracy == pytest.approx(result.accuracy, abs=1e-6)
+    assert verdict.champion_value == pytest.approx(result.accuracy, abs=1e-6)
     assert verdict.blessed, verdict.reason
     metrics = MlflowClient().get_run(active_run.info.run_id).data.metrics
     assert metrics["champion_accuracy"] == pytest.approx(result.accuracy, abs=1e-6)
@@ -130,9 +131,9 @@ def test_better_champion_refuses_a_worse_candidate(
                           transformed[0], weak_dir)
     verdict = result.verdict
     assert not verdict.blessed
-    assert verdict.champion_accuracy is not None and verdict.champion_accuracy > result.accuracy
+    assert verdict.champion_value is not None and verdict.champion_value > result.accuracy
     assert f"{result.accuracy:.4f}" in verdict.reason
-    assert f"{verdict.champion_accuracy:.4f}" in verdict.reason and SAME_SPLIT in verdict.reason
+    assert f"{verdict.champion_value:.4f}" in verdict.reason and SAME_SPLIT in verdict.reason
     assert MlflowClient().get_run(active_run.info.run_id).data.tags[BLESSED_TAG] == "false"
 
 
@@ -144,11 +145,10 @@ def test_unloadable_champion_falls_back_to_its_tag(
     _register_placeholder(name, 0.999)
     verdict = run_evaluate(EvaluateConfig(framework=fw, model_name=name), transformed[0],
                            model_dir).verdict
-    assert not verdict.blessed and verdict.champion_accuracy == 0.999
-    assert "could not be loaded" in verdict.reason and f"recorded {ACCURACY_TAG} tag" in \
-        verdict.reason
+    assert not verdict.blessed and verdict.champion_value == 0.999
+    assert "could not be loaded" in verdict.reason and "recorded test_* tags" in verdict.reason
     tags = MlflowClient().get_run(active_run.info.run_id).data.tags
-    assert f"recorded {ACCURACY_TAG} tag" in tags[CHAMPION_SOURCE_TAG]
+    assert "recorded test_* tags" in tags[CHAMPION_SOURCE_TAG]
 
 
 def test_gate_thresholds() -> None:
@@ -156,21 +156,40 @@ def test_gate_thresholds() -> None:
     scores = {"test_accuracy": 0.89, "test_f1_macro": 0.88}
     assert judge({**scores, "test_accuracy": 0.4}, config, "m", None).blessed is False
     assert judge(scores, config, "m", None).blessed is True
-    champion = Baseline("3", 0.9, 0.9, SAME_SPLIT)
+    champion = Baseline("3", {"test_accuracy": 0.9, "test_f1_macro": 0.9}, SAME_SPLIT)
     worse = judge(scores, config, "m", champion)
-    assert not worse.blessed and "0.8900 < champion v3 accuracy 0.9000" in worse.reason
+    assert not worse.blessed and "0.8900 misses champion v3 accuracy 0.9000" in worse.reason
     assert judge({**scores, "test_accuracy": 0.9}, config, "m", champion).blessed
     tolerant = config.model_copy(update={"tolerance": 0.02})
     verdict = judge(scores, tolerant, "m", champion)
-    assert verdict.blessed and verdict.champion_accuracy == 0.9
+    assert verdict.blessed and verdict.champion_value == 0.9
     improving = config.model_copy(update={"min_improvement": 0.05})
     assert not judge({**scores, "test_accuracy": 0.94}, improving, "m", champion).blessed
     assert judge({**scores, "test_accuracy": 0.95}, improving, "m", champion).blessed
     strict_f1 = config.model_copy(update={"min_f1_macro": 0.95})
     both = judge({"test_accuracy": 0.95, "test_f1_macro": 0.9}, strict_f1, "m", champion)
-    assert not both.blessed and "macro F1 0.9000 below the minimum 0.95" in both.reason
+    assert not both.blessed and "f1 macro 0.9000 below the minimum 0.95" in both.reason
     with pytest.raises(ValidationError, match="not both"):
         EvaluateConfig(framework=Framework.TORCH, tolerance=0.01, min_improvement=0.01)
+
+
+def test_regression_gate_compares_in_the_metrics_direction() -> None:
+    regression = get_task("regression")
+    config = EvaluateConfig(framework=Framework.TORCH, model_name="m")
+    champion = Baseline("2", {"test_rmse": 50.0, "test_mae": 40.0, "test_r2": 0.5}, SAME_SPLIT)
+    better = {"test_rmse": 48.0, "test_mae": 41.0, "test_r2": 0.52}
+    assert judge(better, config, "m", champion, regression).blessed  # lower RMSE wins
+    worse = judge({**better, "test_rmse": 51.0}, config, "m", champion, regression)
+    assert not worse.blessed and "lower is better" in worse.reason
+    by_mae = config.model_copy(update={"gate_metric": "mae"})
+    assert not judge(better, by_mae, "m", champion, regression).blessed
+    assert judge(better, config.model_copy(update={"tolerance": 2.0, "gate_metric": "mae"}),
+                 "m", champion, regression).blessed
+    floor = judge({**better, "test_r2": -0.1}, config, "m", None, regression)
+    assert not floor.blessed and "r2 -0.1000 below the minimum 0.0" in floor.reason
+    with pytest.raises(ValueError, match="does not apply to regression"):
+        judge(better, config.model_copy(update={"gate_metric": "accuracy"}), "m", None,
+              regression)
 
 
 def test_slice_labels_by_value_and_by_quantile() -> None:
