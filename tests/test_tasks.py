@@ -71,6 +71,47 @@ def test_regression_split_is_binned_and_the_label_stays_numeric(tmp_path: Path,
     assert all(abs(m - overall) < 0.08 * overall for m in means.values()), means
 
 
+def test_regression_evaluate_gates_and_slices(tmp_path: Path, store: str) -> None:
+    """Train, evaluate with slices, register as champion, and evaluate a second, worse
+    model against it: the gate compares RMSE, lower being better."""
+    from components.config import EvaluateConfig, TrainConfig
+    from components.evaluate.core import run_evaluate
+    from components.train.core import run_train
+    from components.transform.core import run_transform
+
+    with mlflow.start_run():
+        run_ingest(IngestConfig(source="sklearn:diabetes", schema_source="none"),
+                   tmp_path / "raw")
+        run_transform(tmp_path / "raw", tmp_path / "data", tmp_path / "t.json")
+    for name, epochs in (("good", 100), ("poor", 1)):
+        with mlflow.start_run():
+            run_train(TrainConfig(framework="torch", epochs=epochs, model_ref="linear",
+                                  learning_rate=0.01, show_progress=False),
+                      tmp_path / "data", tmp_path / name)
+    config = EvaluateConfig(framework="torch", model_name="reg-gate", slice_feature="bmi")
+    with mlflow.start_run() as evaluated:
+        good = run_evaluate(config, tmp_path / "data", tmp_path / "good", tmp_path / "raw")
+    assert good.verdict.blessed and good.accuracy is None and good.metrics["test_r2"] > 0.4
+    assert good.slices is not None and {"rmse", "mae", "rows"} <= set(good.slices.columns)
+    logged = MlflowClient().get_run(evaluated.info.run_id).data.metrics
+    assert any(k.startswith("slice_bmi_") and k.endswith("_rmse") for k in logged)
+    with mlflow.start_run() as run:
+        from components.frameworks import get_adapter
+
+        adapter = get_adapter("torch")
+        uri = adapter.log_model(adapter.load_model(tmp_path / "good"), "model",
+                                np.zeros((2, 10), np.float32))
+        version = mlflow.register_model(uri, "reg-gate")
+        MlflowClient().set_registered_model_alias("reg-gate", "champion", version.version)
+        del run
+    with mlflow.start_run():
+        poor = run_evaluate(config, tmp_path / "data", tmp_path / "poor")
+    assert not poor.verdict.blessed, poor.verdict.reason
+    assert poor.verdict.champion_value == pytest.approx(good.metrics["test_rmse"], rel=1e-4)
+    assert "misses champion v1 rmse" in poor.verdict.reason and "lower is better" in \
+        poor.verdict.reason
+
+
 def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     done = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "-q", *args],
                           cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True,

@@ -117,7 +117,8 @@ def run_evaluate(config: EvaluateConfig, data_dir: Path, model_dir: Path,
     widths = (meta.n_classes, 1) if task.is_classifier else (1,)
     champion = find_champion(model_name, x, widths, config.champion_alias)
     if not task.is_classifier:
-        return _evaluate_regression(config, meta, frame, y, answers, champion, model_name)
+        return _evaluate_regression(config, meta, frame, y, answers, champion, model_name,
+                                    (data_dir, raw_dir))
     proba = answers
     pred = proba.argmax(axis=1)
     baseline = _baseline(champion, frame, y, meta)  # evaluated first, see _library_evaluate
@@ -139,8 +140,10 @@ def run_evaluate(config: EvaluateConfig, data_dir: Path, model_dir: Path,
 
 def _evaluate_regression(config: EvaluateConfig, meta: DatasetMetadata, frame: pd.DataFrame,
                          y: np.ndarray, pred: np.ndarray, champion: Champion | None,
-                         model_name: str) -> Evaluation:
-    """RMSE/MAE/R², the champion's on the same rows, the gate, and the residual plots."""
+                         model_name: str, dirs: tuple[Path, Path | None]) -> Evaluation:
+    """RMSE/MAE/R², the champion's on the same rows, the gate, slices, and the residual
+    plots."""
+    data_dir, raw_dir = dirs
     baseline = None
     if champion is not None and champion.outputs is not None:
         theirs = champion.outputs[:, 0]
@@ -155,8 +158,12 @@ def _evaluate_regression(config: EvaluateConfig, meta: DatasetMetadata, frame: p
         metrics |= {f"champion_{k.removeprefix('test_')}": v
                     for k, v in baseline.metrics.items()}
     verdict = judge(metrics, config, model_name, baseline, meta.task_object)
-    evaluation = Evaluation(None, metrics, [], [], verdict)
+    slices = (_slices(config, data_dir, raw_dir, y, pred, classifier=False)
+              if config.slice_feature else None)
+    evaluation = Evaluation(None, metrics, [], [], verdict, slices=slices)
     _log_verdict(evaluation, config, model_name, meta.task)
+    if slices is not None:
+        mlflow.log_table(slices, f"slices/{_metric_key(config.slice_feature)}.json")
     title = f"{meta.name} / {config.framework}"
     for name, fig in regression.regression_figures(y, pred, title).items():
         mlflow.log_figure(fig, name)
@@ -226,9 +233,9 @@ def _tag_baseline(champion: Champion) -> Baseline | None:
 
 
 def _slices(config: EvaluateConfig, data_dir: Path, raw_dir: Path | None, y: np.ndarray,
-            pred: np.ndarray) -> pd.DataFrame:
+            pred: np.ndarray, classifier: bool = True) -> pd.DataFrame:
     column = slice_column(config.slice_feature, data_dir, raw_dir, len(y))
-    table = slice_metrics(slice_labels(column, config.slice_bins), y, pred)
+    table = slice_metrics(slice_labels(column, config.slice_bins), y, pred, classifier)
     return table.assign(feature=config.slice_feature)
 
 
@@ -267,10 +274,10 @@ def _slice_metric_dict(slices: pd.DataFrame | None) -> dict[str, float]:
     if slices is None:
         return {}
     out: dict[str, float] = {}
-    for row in slices.itertuples(index=False):
-        key = f"slice_{_metric_key(str(row.feature))}_{_metric_key(str(row.slice))}"
-        out |= {f"{key}_accuracy": float(row.accuracy), f"{key}_f1_macro": float(row.f1_macro),
-                f"{key}_rows": float(row.rows)}
+    scores = [c for c in slices.columns if c not in ("slice", "feature")]  # rows, accuracy ...
+    for row in slices.to_dict("records"):
+        key = f"slice_{_metric_key(str(row['feature']))}_{_metric_key(str(row['slice']))}"
+        out |= {f"{key}_{name}": float(row[name]) for name in scores}
     return out
 
 

@@ -50,17 +50,22 @@ def slice_labels(values: pd.Series, bins: int) -> pd.Series:
     return binned.cat.rename_categories([str(c) for c in binned.cat.categories])
 
 
-def slice_metrics(labels: pd.Series, y_true: np.ndarray, y_pred: np.ndarray) -> pd.DataFrame:
-    """Rows, accuracy and macro F1 (over the classes present) of every slice."""
+def slice_metrics(labels: pd.Series, y_true: np.ndarray, y_pred: np.ndarray,
+                  classifier: bool = True) -> pd.DataFrame:
+    """Rows, accuracy and macro F1 (over the classes present) of every slice; for
+    regression, RMSE and MAE in the label's units."""
     rows = []
     for name in labels.cat.categories:
         mask = (labels == name).to_numpy()
         if not mask.any():
             continue
         yt, yp = y_true[mask], y_pred[mask]
-        rows.append({"slice": str(name), "rows": int(mask.sum()),
-                     "accuracy": float(accuracy_score(yt, yp)),
-                     "f1_macro": float(f1_score(yt, yp, average="macro", zero_division=0))})
+        scores = ({"accuracy": float(accuracy_score(yt, yp)),
+                   "f1_macro": float(f1_score(yt, yp, average="macro", zero_division=0))}
+                  if classifier else
+                  {"rmse": float(np.sqrt(np.mean((yt - yp) ** 2))),
+                   "mae": float(np.mean(np.abs(yt - yp)))})
+        rows.append({"slice": str(name), "rows": int(mask.sum()), **scores})
     return pd.DataFrame(rows)
 
 

@@ -96,13 +96,15 @@ def _objective(spec: ModelSpec, config: TrainConfig | None) -> _Objective:
                       keras.metrics.SparseCategoricalAccuracy(name="score"))
 
 
-def saved_model_objective(spec: ModelSpec) -> _Objective:
-    """The task's loss for fine-tuning a saved model (pruning): a regression model's
-    outputs are in the label's units, so its targets stay in them too (MSE)."""
-    if spec.rescales:
-        return _Objective(keras.losses.MeanSquaredError(),
-                          keras.metrics.RootMeanSquaredError(name="score"), column=True)
+def objective(spec: ModelSpec) -> _Objective:
+    """The task's loss, metric and targets for the network without its head (what
+    fine-tuning a pruned copy trains)."""
     return _objective(spec, None)
+
+
+def network_of(model: keras.Model, spec: ModelSpec) -> keras.Model:
+    """The trained network without the regression head of :func:`with_head`."""
+    return model.get_layer(index=1) if spec.rescales else model
 
 
 class _Reporter(keras.callbacks.Callback):

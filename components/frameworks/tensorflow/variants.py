@@ -19,7 +19,7 @@ from components.export.manifest import ExportFormat
 from components.frameworks.base import ModelSpec
 from components.frameworks.tensorflow.export import export_onnx, export_savedmodel, export_tflite
 from components.frameworks.tensorflow.tflite_raw import Configure, export_raw_tflite
-from components.frameworks.tensorflow.training import saved_model_objective
+from components.frameworks.tensorflow.training import network_of, objective, with_head
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
@@ -103,12 +103,13 @@ def pruned_copy(model: keras.Model, spec: ModelSpec, train: ArraySplit,
     ``strip_pruning``; returns the model and its fraction of zero kernel weights."""
     import tensorflow_model_optimization as tfmot
 
-    clone = keras.models.clone_model(model)
-    clone.set_weights(model.get_weights())
+    network = network_of(model, spec)  # pruned and fine-tuned without the regression head
+    clone = keras.models.clone_model(network)
+    clone.set_weights(network.get_weights())
     schedule = tfmot.sparsity.keras.ConstantSparsity(config.pruning_sparsity, begin_step=0,
                                                      frequency=1)
     pruned = tfmot.sparsity.keras.prune_low_magnitude(clone, pruning_schedule=schedule)
-    goal = saved_model_objective(spec)
+    goal = objective(spec)
     pruned.compile(optimizer=keras.optimizers.Adam(config.finetune_learning_rate),
                    loss=goal.loss)
     # One step applies the masks even with no fine-tune epochs.
@@ -120,4 +121,4 @@ def pruned_copy(model: keras.Model, spec: ModelSpec, train: ArraySplit,
     stripped = tfmot.sparsity.keras.strip_pruning(pruned)
     kernels = [w for layer in stripped.layers for w in layer.get_weights()[:1] if w.ndim > 1]
     zeros = sum(int((k == 0).sum()) for k in kernels) / max(sum(k.size for k in kernels), 1)
-    return stripped, float(zeros)
+    return with_head(stripped, spec), float(zeros)
