@@ -68,7 +68,7 @@ def run_push(config: PushConfig, data_dir: Path, model_dir: Path, exports_dir: P
     exports = _check_exports(exports_dir, config)
     name = model_name_for(config.model_name, meta.name, config.framework)
     pipeline_run = _pipeline_run()
-    version = _existing_version(name, pipeline_run)
+    version = _existing_version(name, pipeline_run, config.framework)
     if version is None:
         version = _register(config, name, meta, data_dir, model_dir, exports_dir,
                             {**metrics, **_compression_tags(exports_dir, exports)}, pipeline_run)
@@ -146,13 +146,15 @@ def _pipeline_run() -> str:
     return run.data.tags.get("mlflow.parentRunId", "") if run else ""
 
 
-def _existing_version(name: str, pipeline_run: str) -> str | None:
-    """The version an earlier push of the same pipeline run registered, if any."""
+def _existing_version(name: str, pipeline_run: str, framework: str) -> str | None:
+    """The version an earlier push of the same pipeline run and framework registered, if
+    any (with --framework both and one --model-name, the other branch's is not a retry)."""
     if not pipeline_run:
         return None
     try:
         found = MlflowClient().search_model_versions(
-            f"name = '{name}' and tags.{PIPELINE_RUN_TAG} = '{pipeline_run}'")
+            f"name = '{name}' and tags.{PIPELINE_RUN_TAG} = '{pipeline_run}' "
+            f"and tags.{VERSION_FRAMEWORK_TAG} = '{framework}'")
     except MlflowException:
         return None
     return str(found[0].version) if found else None

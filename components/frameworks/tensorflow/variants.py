@@ -38,9 +38,10 @@ def build_variants(model: keras.Model, spec: ModelSpec, train: ArraySplit,
     found.add("savedmodel", lambda: Candidate(
         "savedmodel", ExportFormat.SAVEDMODEL, export_savedmodel(model, n, out_dir / "savedmodel")),
         required=True)
-    # Each TFLite file but full int8 comes with the writer of its raw-input twin: the
-    # transform converted with the same network and options (full int8 would calibrate
-    # again; see .tflite_raw).
+    # Each TFLite file but full int8 and float16 comes with the writer of its raw-input
+    # twin: the transform converted with the same network and options (full int8 would
+    # calibrate again, see .tflite_raw; float16 would round the transform's constants,
+    # e.g. a mean of 9.873 to 9.875, and the twin would not answer like the file).
     lite = found.add("tflite", lambda: Candidate(
         "tflite", ExportFormat.TFLITE, export_tflite(model, n, out_dir / "model.tflite"),
         raw_exporter=partial(export_raw_tflite, model)))
@@ -80,7 +81,7 @@ def build_variants(model: keras.Model, spec: ModelSpec, train: ArraySplit,
             "tflite_int8", model, full_int8, "static_int8",
             f"full int8, {len(calibration)} representative rows, float32 I/O", raw=False))
         found.add("tflite_float16", lambda: variant(
-            "tflite_float16", model, float16, "float16", "float16 weights"))
+            "tflite_float16", model, float16, "float16", "float16 weights", raw=False))
         found.add("tflite_pruned", pruned)
     if onnx is not None:
         found.add("onnx_int8", lambda: onnx_candidates(onnx, calibration, work))
