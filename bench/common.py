@@ -9,6 +9,10 @@ The plain loops are what a user would write without twinflow (the background
 articles' PyTorch DataLoader loop, Keras compile + fit); they build the network
 with the builder itself (the zoo's function or the user's file, imported here
 with importlib), not through the adapter, seeded the same way the adapter seeds.
+
+On a shared, loaded machine run the benchmarks with ``OMP_NUM_THREADS=1``: PyTorch's
+2 OpenMP threads then stall each other by an order of magnitude (bench/RESULTS.md,
+issue 14), which would drown any ratio.
 """
 
 from __future__ import annotations
