@@ -7,7 +7,12 @@
 2. MLflow tracking overhead: the same training with tracking on and off.
 3. 2 workers against 1 worker: median seconds per epoch, per framework.
 
+Issue 14 adds section ``user``: the same throughput comparison for a user's model
+file (a residual MLP written by the benchmark, passed as ``--model FILE`` passes
+it), interleaved twinflow / plain, medians.
+
 Usage: .venv/bin/python bench/bench_training.py [--epochs 3] [--repeats 2] [--scale 8]
+       [--sections throughput tracking workers user]
 Prints Markdown tables for bench/RESULTS.md.
 """
 
@@ -24,15 +29,23 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
+from common import (
+    interleaved,
+    plain_builder,
+    plain_fit,
+    prepare,
+    splits,
+    twinflow_fit,
+    user_model_fields,
+    write_user_model,
+)
 
-from components.config import IngestConfig, TrainConfig
-from components.data.dataset import Split, read_arrays, read_metadata
-from components.frameworks import get_adapter
+from components.config import TrainConfig
+from components.data.dataset import read_metadata
 from components.frameworks.base import ModelSpec, TrainContext
-from components.ingest.core import run_ingest
+from components.models.user import resolve
 from components.train.core import run_train
 from components.train.worker import train_worker
-from components.transform.core import run_transform
 
 # Training FLOPs per sample of the digits CNN: forward (conv 6x6x32x9 MACs, dense
 # 288x128, dense 128x10) x 2 FLOPs/MAC, x3 for forward + backward.
@@ -41,61 +54,30 @@ CNN_TRAIN_FLOPS = 3 * 2 * (6 * 6 * 32 * 9 + 288 * 128 + 128 * 10)
 
 def make_data(root: Path, scale: int) -> Path:
     """Digits, ingested and transformed, with the train split repeated ``scale`` times."""
-    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
-    with mlflow.start_run():
-        run_ingest(IngestConfig(), root / "raw")
-        run_transform(root / "raw", root / "data", root / "t.json")
-    train = root / "data" / "train.parquet"
+    data = prepare(root)
+    train = data / "train.parquet"
     pd.concat([pd.read_parquet(train)] * scale).to_parquet(train, index=False)
-    return root / "data"
+    return data
 
 
-def plain_torch(data: Path, epochs: int) -> float:
-    """The articles' loop: DataLoader, zero_grad, forward, loss, backward, step."""
-    import torch
-    from torch.utils.data import DataLoader, TensorDataset
-
+def plain_rate(fw: str, data: Path, epochs: int, user_file: Path | None = None) -> float:
+    """Samples/s of the plain loop (PyTorch DataLoader loop; Keras compile + fit) of the
+    digits default model, or of the user's file's network."""
     meta = read_metadata(data)
-    tr = read_arrays(data, Split.TRAIN, meta)
-    model = get_adapter("torch").build_model(ModelSpec.for_dataset(meta), 42)
-    loader = DataLoader(TensorDataset(torch.from_numpy(tr.x), torch.from_numpy(tr.y)),
-                        batch_size=32, shuffle=True)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    start = time.perf_counter()
-    for _ in range(epochs):
-        for xb, yb in loader:
-            opt.zero_grad()
-            loss_fn(model(xb), yb).backward()
-            opt.step()
-    return len(tr) * epochs / (time.perf_counter() - start)
+    ref = resolve(str(user_file)) if user_file else None
+    spec = ModelSpec.for_dataset(meta, ref)
+    tr = splits(data)[0]
+    _, seconds = plain_fit(fw, plain_builder(fw, spec, user_file), tr, epochs)
+    return len(tr) * epochs / seconds
 
 
-def plain_tensorflow(data: Path, epochs: int) -> float:
-    """The articles' Keras: compile and fit."""
-    adapter = get_adapter("tensorflow")
-    import tf_keras as keras
-
-    meta = read_metadata(data)
-    tr = read_arrays(data, Split.TRAIN, meta)
-    model = adapter.build_model(ModelSpec.for_dataset(meta), 42)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
-    start = time.perf_counter()
-    model.fit(tr.x, tr.y, batch_size=32, epochs=epochs, verbose=0)
-    return len(tr) * epochs / (time.perf_counter() - start)
-
-
-def twinflow_trainer(fw: str, data: Path, epochs: int) -> float:
-    """The adapter's train() as the step calls it, tracking off, progress off."""
-    meta = read_metadata(data)
-    tr, val = read_arrays(data, Split.TRAIN, meta), read_arrays(data, Split.VAL, meta)
-    config = TrainConfig(framework=fw, epochs=epochs, show_progress=False)
-    start = time.perf_counter()
-    get_adapter(fw).train(ModelSpec.for_dataset(meta), tr, val, config, TrainContext(),
-                          lambda _m: None)
-    return len(tr) * epochs / (time.perf_counter() - start)
+def twinflow_rate(fw: str, data: Path, epochs: int, user_file: Path | None = None) -> float:
+    """Samples/s of the adapter's train() as the step calls it, tracking off, progress
+    off; a user file is passed as the CLI passes it (model_ref + model_code)."""
+    fields = user_model_fields(user_file) if user_file else {}
+    config = TrainConfig(framework=fw, epochs=epochs, show_progress=False, **fields)
+    _, seconds = twinflow_fit(config, data)
+    return len(splits(data)[0]) * epochs / seconds
 
 
 def tracked(fw: str, data: Path, epochs: int, workers: int, track: bool,
@@ -142,13 +124,27 @@ def throughput(data: Path, peak: float, args: argparse.Namespace) -> None:
     print("| framework | plain loop samples/s | twinflow samples/s | ratio | "
           "twinflow GFLOP/s | fraction of matmul peak |")
     print("|---|---|---|---|---|---|")
-    plain = {"torch": plain_torch, "tensorflow": plain_tensorflow}
     for fw in ("torch", "tensorflow"):
-        base = best(partial(plain[fw], data, args.epochs), args.repeats)
-        ours = best(partial(twinflow_trainer, fw, data, args.epochs), args.repeats)
+        base = best(partial(plain_rate, fw, data, args.epochs), args.repeats)
+        ours = best(partial(twinflow_rate, fw, data, args.epochs), args.repeats)
         flops = ours * CNN_TRAIN_FLOPS
         print(f"| {fw} | {base:,.0f} | {ours:,.0f} | {ours / base:.2f}x | "
               f"{flops / 1e9:.2f} | {flops / peak:.1%} |", flush=True)
+
+
+def user_throughput(data: Path, tmp: Path, args: argparse.Namespace) -> None:
+    """Section ``user`` (issue 14): a user's model file through twinflow against the same
+    network in the plain loop; runs interleaved, medians."""
+    user_file = write_user_model(tmp)
+    print(f"\n| framework (user model {user_file.name}) | plain loop samples/s | "
+          "twinflow samples/s | ratio |")
+    print("|---|---|---|---|")
+    for fw in ("torch", "tensorflow"):
+        rates = interleaved({"plain": partial(plain_rate, fw, data, args.epochs, user_file),
+                             "twinflow": partial(twinflow_rate, fw, data, args.epochs,
+                                                 user_file)}, args.repeats)
+        print(f"| {fw} | {rates['plain']:,.0f} | {rates['twinflow']:,.0f} | "
+              f"{rates['twinflow'] / rates['plain']:.2f}x |", flush=True)
 
 
 def tracking(data: Path, tmp: Path, args: argparse.Namespace) -> None:
@@ -193,6 +189,8 @@ def main() -> None:
             tracking(data, Path(tmp), args)
         if "workers" in args.sections:
             workers(data, Path(tmp), args)
+        if "user" in args.sections:
+            user_throughput(data, Path(tmp), args)
 
 
 if __name__ == "__main__":
