@@ -3,13 +3,14 @@ same split, in the same run.
 
 For each data set (scikit-learn's diabetes, and a generated non-linear set: the
 one tests/test_tasks.py uses) the data is ingested and transformed once by
-twinflow's own steps; twinflow's trainer fits the zoo `mlp` per framework, and
+twinflow's own steps; twinflow's trainer fits the zoo's `linear` and `mlp` per
+framework (see SETTINGS), and
 scikit-learn's `Ridge` and `HistGradientBoostingRegressor` fit the very same
 transformed train split. Every model is scored on the same test split (R², RMSE).
 twinflow's figure is the mean and spread over ``--seeds`` training seeds (the split
 stays fixed); the baselines are deterministic given the split.
 
-Usage: .venv/bin/python bench/bench_regression.py [--seeds 3] [--epochs 100]
+Usage: .venv/bin/python bench/bench_regression.py [--seeds 3]
 Prints a Markdown table for bench/RESULTS.md.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -45,13 +47,36 @@ def prepare(root: Path, source: str, label: str) -> Path:
     return root / "data"
 
 
-def twinflow_scores(data: Path, framework: str, seed: int, epochs: int,
-                    options: str) -> tuple[float, float]:
-    """(R², RMSE) on the test split of twinflow's mlp trained with ``seed``."""
-    model_dir = data.parent / f"model-{framework}-{seed}"
+@dataclass(frozen=True)
+class Setting:
+    """One twinflow model as a user would ask for it on the command line."""
+
+    label: str
+    model: str
+    options: str = "{}"
+    epochs: int = 300
+    patience: int = 10  # --early-stopping-patience
+    learning_rate: float = 1e-3
+
+
+SETTINGS = (
+    Setting("linear", "linear", learning_rate=0.01),
+    Setting("mlp (64x2), early stopping", "mlp", '{"width": 64, "depth": 2}'),
+    Setting("mlp (64x2), 100 epochs, no early stopping", "mlp", '{"width": 64, "depth": 2}',
+            epochs=100, patience=0),
+)
+
+
+def twinflow_scores(data: Path, framework: str, seed: int,
+                    setting: Setting) -> tuple[float, float]:
+    """(R², RMSE) on the test split of twinflow's model trained with ``seed``."""
+    model_dir = data.parent / f"model-{framework}-{setting.model}-{seed}-{setting.patience}"
     with mlflow.start_run():
-        run_train(TrainConfig(framework=framework, epochs=epochs, seed=seed,
-                              model_options=options, show_progress=False), data, model_dir)
+        run_train(TrainConfig(framework=framework, epochs=setting.epochs, seed=seed,
+                              model_ref=setting.model, model_options=setting.options,
+                              learning_rate=setting.learning_rate,
+                              early_stopping_patience=setting.patience, show_progress=False),
+                  data, model_dir)
     adapter = get_adapter(framework)
     meta = read_metadata(data)
     test = read_arrays(data, Split.TEST, meta)
@@ -84,11 +109,8 @@ def _cell(values: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--options", default='{"width": 64, "depth": 2}',
-                        help="the mlp's --model-options")
     args = parser.parse_args()
-    print(f"mlp options {args.options}, {args.epochs} epochs, seeds 1..{args.seeds}\n")
+    print(f"twinflow: mean ± std [min, max] over training seeds 1..{args.seeds}\n")
     print("| data set | model | test R² | test RMSE |")
     print("|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="bench-regression-") as tmp:
@@ -100,12 +122,14 @@ def main() -> None:
                                     ("non-linear (1500 rows)", str(csv), "target")):
             data = prepare(root / name.split()[0], source, label)
             for model, (r2, rmse) in baseline_scores(data).items():
-                print(f"| {name} | {model} | {r2:.3f} | {rmse:.2f} |")
-            for fw in ("torch", "tensorflow"):
-                runs = [twinflow_scores(data, fw, seed, args.epochs, args.options)
-                        for seed in range(1, args.seeds + 1)]
-                print(f"| {name} | twinflow mlp, {fw} | {_cell([r[0] for r in runs])} | "
-                      f"{_cell([r[1] for r in runs])} |", flush=True)
+                print(f"| {name} | scikit-learn {model} | {r2:.3f} | {rmse:.2f} |")
+            for setting in SETTINGS:
+                for fw in ("torch", "tensorflow"):
+                    runs = [twinflow_scores(data, fw, seed, setting)
+                            for seed in range(1, args.seeds + 1)]
+                    print(f"| {name} | twinflow {setting.label}, {fw} | "
+                          f"{_cell([r[0] for r in runs])} | {_cell([r[1] for r in runs])} |",
+                          flush=True)
 
 
 if __name__ == "__main__":

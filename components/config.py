@@ -188,6 +188,10 @@ class TrainParams(SeedParams):
     model_options: str = Field(
         default="{}", description='The model builder\'s keyword arguments as JSON, e.g. '
                                   '{"depth": 8}.')
+    early_stopping_patience: int = Field(
+        default=0, ge=0, le=10_000,
+        description="Stop after this many epochs without a lower validation loss, keeping "
+                    "the best epoch's weights; 0 = train every epoch.")
     binary_logits: int = Field(default=2, ge=1, le=2,
                                description="Binary task: 1 logit (sigmoid) or 2 (softmax).")
     regression_loss: RegressionLoss = Field(default=RegressionLoss.MSE,

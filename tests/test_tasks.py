@@ -248,3 +248,35 @@ def test_binary_with_one_logit(tmp_path: Path) -> None:
     assert evaluation.data.params["decision_threshold"] == "0.5"
     train = _step_runs(client, "train")["torch"]
     assert train.data.params["n_outputs"] == "1" and train.data.tags[TASK_TAG] == "binary"
+
+
+@pytest.mark.parametrize("framework", ["torch", "tensorflow"])
+def test_early_stopping_keeps_the_best_epoch(tmp_path: Path, store: str,
+                                             framework: str) -> None:
+    """An MLP on diabetes' 311 train rows overfits: with patience 3 training stops well
+    before 300 epochs, and the saved model is the best validation epoch's."""
+    from components.config import TrainConfig
+    from components.data.dataset import Split, read_arrays, read_metadata
+    from components.frameworks import get_adapter
+    from components.train.core import run_train
+    from components.train.worker import read_history
+    from components.transform.core import run_transform
+
+    with mlflow.start_run():
+        run_ingest(IngestConfig(source="sklearn:diabetes", schema_source="none"),
+                   tmp_path / "raw")
+        run_transform(tmp_path / "raw", tmp_path / "data", tmp_path / "t.json")
+    with mlflow.start_run():
+        run_train(TrainConfig(framework=framework, epochs=300, early_stopping_patience=3,
+                              learning_rate=0.01, show_progress=False),
+                  tmp_path / "data", tmp_path / "model")
+    history = read_history(tmp_path / "model")
+    assert len(history) < 300
+    best = min(history, key=lambda m: m.val_loss)
+    assert history[-1].epoch - best.epoch == 3
+    meta = read_metadata(tmp_path / "data")
+    val = read_arrays(tmp_path / "data", Split.VAL, meta)
+    adapter = get_adapter(framework)
+    pred = adapter.predict(adapter.load_model(tmp_path / "model"), val.x, Outputs.VALUES)
+    rmse = float(np.sqrt(np.mean((pred - val.y) ** 2)))
+    assert rmse == pytest.approx(best.val_score, rel=1e-3)

@@ -9,6 +9,7 @@ def train(parent_run_id: str, framework: str, epochs: int, batch_size: int,
           learning_rate: float, seed: int, workers: int, precision: str, resume: bool,
           checkpoint_root: str, gpus_per_worker: int, cluster_options: str, model_ref: str,
           model_options: str, model_code: str, binary_logits: int, regression_loss: str,
+          early_stopping_patience: int,
           data: Input[Dataset],
           model: Output[Model]) -> None:
     """Train ``framework``'s network on the transformed data.
@@ -31,6 +32,7 @@ def train(parent_run_id: str, framework: str, epochs: int, batch_size: int,
                              gpus_per_worker=gpus_per_worker, model_ref=model_ref,
                              model_options=model_options, model_code=model_code,
                              binary_logits=binary_logits, regression_loss=regression_loss,
+                             early_stopping_patience=early_stopping_patience,
                              cluster=ClusterOptions.model_validate_json(cluster_options or "{}"))
         ckpt = Path(checkpoint_root) / framework if checkpoint_root else None
         result = run_train(config, Path(data.path), Path(model.path), ckpt)

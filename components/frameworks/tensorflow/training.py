@@ -163,6 +163,10 @@ def train(spec: ModelSpec, train: ArraySplit, val: ArraySplit, config: TrainConf
     if ctx.checkpoint_dir is not None:  # first: an epoch is reported only once it is saved
         callbacks.append(keras.callbacks.BackupAndRestore(str(ctx.checkpoint_dir),
                                                           delete_checkpoint=False))
+    if config.early_stopping_patience:  # before the reporter: it sees the stopping epoch
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=config.early_stopping_patience,
+            restore_best_weights=True))
     reporter = _BatchReporter if progress.enabled else _Reporter
     callbacks.append(reporter(progress, on_epoch if ctx.is_chief else lambda _m: None,
                               spec.task_object.epoch_metric, goal.scale))

@@ -177,6 +177,7 @@ def train(spec: ModelSpec, train: ArraySplit, val: ArraySplit, config: TrainConf
     n_batches = -(-len(train) // config.batch_size)
     progress = EpochProgress(config.epochs, n_batches, config.show_progress and ctx.is_chief)
     metric = spec.task_object.epoch_metric
+    best = _Best(config.early_stopping_patience)
     for epoch in range(first, config.epochs + 1):
         start = time.perf_counter()
         progress.start(epoch)
@@ -188,7 +189,34 @@ def train(spec: ModelSpec, train: ArraySplit, val: ArraySplit, config: TrainConf
         if ctx.is_chief:
             _checkpoint(model, optimizer, epoch, ctx)
             on_epoch(metrics)
+        if best.stop(epoch, val_loss, model):  # every rank sees the same val_loss
+            log.info("early stopping after epoch %d: best val_loss %.4f at epoch %d", epoch,
+                     best.loss, best.epoch)
+            break
+    best.restore(model)
     return with_head(model.cpu().eval(), spec).eval()
+
+
+class _Best:
+    """Early stopping on the validation loss, keeping the best epoch's weights (Keras'
+    ``EarlyStopping(restore_best_weights=True)``); patience 0 is off. The count starts
+    afresh when a run resumes."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience, self.epoch, self.loss = patience, 0, math.inf
+        self._state: dict[str, torch.Tensor] | None = None
+
+    def stop(self, epoch: int, loss: float, model: nn.Module) -> bool:
+        if not self.patience:
+            return False
+        if loss < self.loss:
+            self.epoch, self.loss = epoch, loss
+            self._state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return epoch - self.epoch >= self.patience
+
+    def restore(self, model: nn.Module) -> None:
+        if self._state is not None:
+            model.load_state_dict(self._state)
 
 
 def device_count() -> int:
