@@ -60,14 +60,17 @@ def make_data(root: Path, scale: int) -> Path:
     return data
 
 
-def plain_rate(fw: str, data: Path, epochs: int, user_file: Path | None = None) -> float:
+def plain_rate(fw: str, data: Path, epochs: int, user_file: Path | None = None,
+               validate: bool = False) -> float:
     """Samples/s of the plain loop (PyTorch DataLoader loop; Keras compile + fit) of the
-    digits default model, or of the user's file's network."""
+    digits default model, or of the user's file's network; optionally validating every
+    epoch as twinflow does."""
     meta = read_metadata(data)
     ref = resolve(str(user_file)) if user_file else None
     spec = ModelSpec.for_dataset(meta, ref)
-    tr = splits(data)[0]
-    _, seconds = plain_fit(fw, plain_builder(fw, spec, user_file), tr, epochs)
+    tr, val, _ = splits(data)
+    _, seconds = plain_fit(fw, plain_builder(fw, spec, user_file), tr, epochs,
+                           val=val if validate else None)
     return len(tr) * epochs / seconds
 
 
@@ -137,14 +140,18 @@ def user_throughput(data: Path, tmp: Path, args: argparse.Namespace) -> None:
     network in the plain loop; runs interleaved, medians."""
     user_file = write_user_model(tmp)
     print(f"\n| framework (user model {user_file.name}) | plain loop samples/s | "
-          "twinflow samples/s | ratio |")
-    print("|---|---|---|---|")
+          "plain loop + validation samples/s | twinflow samples/s | ratio | "
+          "ratio vs plain + validation |")
+    print("|---|---|---|---|---|---|")
     for fw in ("torch", "tensorflow"):
         rates = interleaved({"plain": partial(plain_rate, fw, data, args.epochs, user_file),
+                             "plain_val": partial(plain_rate, fw, data, args.epochs,
+                                                  user_file, True),
                              "twinflow": partial(twinflow_rate, fw, data, args.epochs,
                                                  user_file)}, args.repeats)
-        print(f"| {fw} | {rates['plain']:,.0f} | {rates['twinflow']:,.0f} | "
-              f"{rates['twinflow'] / rates['plain']:.2f}x |", flush=True)
+        print(f"| {fw} | {rates['plain']:,.0f} | {rates['plain_val']:,.0f} | "
+              f"{rates['twinflow']:,.0f} | {rates['twinflow'] / rates['plain']:.2f}x | "
+              f"{rates['twinflow'] / rates['plain_val']:.2f}x |", flush=True)
 
 
 def tracking(data: Path, tmp: Path, args: argparse.Namespace) -> None:

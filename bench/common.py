@@ -129,11 +129,13 @@ def plain_builder(fw: str, spec: ModelSpec, user_file: Path | None = None) -> Ca
 
 
 def plain_fit(fw: str, build: Callable[[], Any], train: ArraySplit, epochs: int,
-              batch_size: int = 32, lr: float = 1e-3, seed: int = 42) -> tuple[Any, float]:
+              batch_size: int = 32, lr: float = 1e-3, seed: int = 42,
+              val: ArraySplit | None = None) -> tuple[Any, float]:
     """The hand-written loop a user would write: (model, seconds of the training loop).
 
     PyTorch: seed, build, DataLoader (shuffled, seeded), zero_grad / forward / loss /
-    backward / step. TensorFlow: seed, build, compile, fit.
+    backward / step. TensorFlow: seed, build, compile, fit. With ``val``, a validation
+    pass every epoch too (``validation_data``; a no-grad forward pass), as twinflow does.
     """
     if fw == "torch":
         import torch
@@ -149,10 +151,15 @@ def plain_fit(fw: str, build: Callable[[], Any], train: ArraySplit, epochs: int,
         start = time.perf_counter()
         model.train()
         for _ in range(epochs):
+            model.train()
             for xb, yb in loader:
                 opt.zero_grad()
                 loss_fn(model(xb), yb).backward()
                 opt.step()
+            if val is not None:
+                model.eval()
+                with torch.no_grad():
+                    loss_fn(model(torch.from_numpy(val.x)), torch.from_numpy(val.y))
         return model.eval(), time.perf_counter() - start
     get_adapter(fw)  # sets TF_USE_LEGACY_KERAS before tf_keras is imported
     import tf_keras as keras
@@ -163,7 +170,8 @@ def plain_fit(fw: str, build: Callable[[], Any], train: ArraySplit, epochs: int,
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
     start = time.perf_counter()
-    model.fit(train.x, train.y, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0)
+    model.fit(train.x, train.y, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0,
+              validation_data=None if val is None else (val.x, val.y))
     return model, time.perf_counter() - start
 
 
