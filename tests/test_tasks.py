@@ -137,7 +137,7 @@ def test_diabetes_regression_end_to_end_both_frameworks(tmp_path: Path) -> None:
     version that MLflow's pyfunc loader answers in the label's units, and `twinflow
     serve` answering values over V1 and V2 that equal the exports' in-process answers."""
     done = _run(tmp_path, "--framework", "both", "--data", "sklearn:diabetes", "--epochs",
-                "40", "--model-name", "diabetes-reg")
+                "40", "--early-stopping-patience", "10")
     assert "rmse" in done.stdout
     client = _client(tmp_path)
     evaluations = _step_runs(client, "evaluate")
@@ -148,14 +148,14 @@ def test_diabetes_regression_end_to_end_both_frameworks(tmp_path: Path) -> None:
         assert "test_root_mean_squared_error" in metrics  # mlflow.models.evaluate's own
         artifacts = {a.path for a in client.list_artifacts(evaluations[fw].info.run_id)}
         assert {"residuals.png", "predicted_vs_actual.png"} <= artifacts
-    [version] = [v for v in client.search_model_versions("name='diabetes-reg'")
-                 if v.tags.get("framework") == "torch"]
-    assert version.tags[VERSION_TASK_TAG] == "regression"
-    _registered_model_answers_label_units(tmp_path, version.version)
-    _served_values(tmp_path, "diabetes-reg")
+    for fw in ("torch", "tensorflow"):  # each framework its own registered model
+        [version] = client.search_model_versions(f"name='diabetes-{fw}'")
+        assert version.tags[VERSION_TASK_TAG] == "regression"
+        _registered_model_answers_label_units(tmp_path, f"diabetes-{fw}", version.version)
+    _served_values(tmp_path, "diabetes-torch")
 
 
-def _registered_model_answers_label_units(tmp_path: Path, version: str) -> None:
+def _registered_model_answers_label_units(tmp_path: Path, name: str, version: str) -> None:
     """`mlflow.pyfunc.load_model(models:/...)` on transformed rows gives values close to
     the labels (not standardised ones)."""
     from components.data.dataset import Split, read_frame
@@ -165,7 +165,7 @@ def _registered_model_answers_label_units(tmp_path: Path, version: str) -> None:
     frame = read_frame(data, Split.TEST)
     x = frame.drop(columns=["label"]).to_numpy(np.float32)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / '.twinflow' / 'mlflow.db'}")
-    model = mlflow.pyfunc.load_model(f"models:/diabetes-reg/{version}")
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
     pred = np.asarray(model.predict(x)).reshape(-1)
     y = frame["label"].to_numpy()
     assert np.sqrt(np.mean((pred - y) ** 2)) < 70 and abs(pred.mean() - y.mean()) < 25
