@@ -202,7 +202,9 @@ def _dataset(split: ArraySplit, goal: _Objective, batch_size: int, seed: int,
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     # Full batches only when training: MultiWorkerMirroredStrategy scales each replica's
     # loss by (local batch x replicas), which mis-weights an uneven last batch.
-    return ds.batch(batch_size, drop_remainder=shuffle).with_options(options)
+    # prefetch: the next batch is made while this one trains (as Keras does for arrays)
+    return (ds.batch(batch_size, drop_remainder=shuffle).prefetch(tf.data.AUTOTUNE)
+            .with_options(options))
 
 
 def forward(model: keras.Model, x: np.ndarray) -> np.ndarray:
