@@ -100,12 +100,15 @@ def plain_type(annotation: Any) -> Any:
 
 
 def with_model_code(params: PipelineParams) -> PipelineParams:
-    """Read a ``--model`` file here, on the user's machine: its source travels in the
-    run's parameters (``model_code``), so every step and every pod builds exactly
-    this code; ``model_ref`` keeps the file's name. ConfigError if it is missing."""
+    """Read a ``--model`` file (or a ``module:function`` builder's package) here, on the
+    user's machine: its code travels in the run's parameters (``model_code``), so every
+    step and every pod builds exactly this code; ``model_ref`` keeps the file's name.
+    ConfigError if the file is missing (see components.models.package for packages)."""
+    from components.models.package import pack
     from components.models.user import resolve
 
     ref = resolve(params.model_ref)
-    if not ref.is_file:
+    source = ref.source or (pack(ref.name) if ":" in ref.name else "")
+    if not source:
         return params
-    return params.model_copy(update={"model_ref": ref.name, "model_code": ref.source})
+    return params.model_copy(update={"model_ref": ref.name, "model_code": source})

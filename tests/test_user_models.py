@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -479,23 +480,54 @@ def test_registered_torch_model_loads_with_mlflow_without_the_users_file(
 @pytest.mark.slow
 def test_module_function_builder_runs_on_two_workers_and_is_registered(
         package_run: CliRun) -> None:
-    """The steps and torchrun's workers import the package from PYTHONPATH; no source
-    travels with the run (no digest, no model_code artifact, an empty spec source)."""
+    """The package travels with the run like a file does: zipped into model_code on
+    the user's machine, its digest tagged on the train run and the version, the zip
+    logged as the train run's model_code artifact; torchrun's two workers train it."""
     run = package_run
     assert "blessed" in run.stdout, run.stdout
     [train] = run.step_runs("train")
     assert train.data.tags[MODEL_TAG] == PKG_REF
-    assert MODEL_DIGEST_TAG not in train.data.tags
+    digest = train.data.tags[MODEL_DIGEST_TAG]
     assert train.data.params["workers_used"] == "2"
-    assert run.client.list_artifacts(train.info.run_id, "model_code") == []
+    assert [a.path for a in run.client.list_artifacts(train.info.run_id, "model_code")] == [
+        "model_code/mypkg.zip"]
     model_dir = run.task_dirs("train")["torch"]
     assert (model_dir / "worker-1.pid").is_file()
     spec = ModelSpec.load(model_dir)
-    assert (spec.kind, spec.source, spec.digest) == (PKG_REF, "", "")
+    assert spec.kind == PKG_REF and spec.source.startswith("zip:") and spec.digest == digest
     [version] = run.versions("shop-torch").values()
     assert version.tags[VERSION_MODEL_TAG] == PKG_REF
-    assert VERSION_MODEL_DIGEST_TAG not in version.tags
+    assert version.tags[VERSION_MODEL_DIGEST_TAG] == digest
     assert _test_accuracy(version) > 0.65
+
+
+def test_a_shipped_package_builds_where_the_package_does_not_exist(tmp_path: Path) -> None:
+    """Packed on "the user's machine", then the package is deleted: a fresh process
+    without it on its path builds the model from the shipped code alone."""
+    from components.models.package import pack
+    from components.models.user import digest
+
+    pkgs = _with_package(tmp_path)
+    sys.path.insert(0, str(pkgs))
+    try:
+        source = pack(PKG_REF)
+    finally:
+        sys.path.remove(str(pkgs))
+    assert source.startswith("zip:") and pack(PKG_REF) == ""  # not findable any more
+    shutil.rmtree(pkgs)
+    script = (
+        "import sys, torch\n"
+        "from components.models.user import ModelRef, load_builder\n"
+        "ref = ModelRef(sys.argv[1], sys.argv[2], sys.argv[3])\n"
+        "net = load_builder(ref, 'torch')(type('S', (), {'n_features': 5, 'n_outputs': 3})(),"
+        " width=4)\n"
+        "print(type(net).__module__, net(torch.zeros(2, 5)).shape[1])\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(REPO)
+    done = subprocess.run([sys.executable, "-c", script, PKG_REF, source, digest(source)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["mypkg.nets", "3"]
 
 
 @pytest.mark.slow
@@ -516,21 +548,16 @@ def test_module_function_model_is_served_without_the_package(package_run: CliRun
 
 
 @pytest.mark.slow
-def test_module_function_code_does_not_travel_with_the_mlflow_model(
+def test_module_function_mlflow_model_loads_without_the_package(
         package_run: CliRun, tmp_path: Path) -> None:
-    """Documents the behaviour: the MLflow model of a module:function builder pickles
-    the package's classes by reference, so loading it needs the package importable;
-    without it MLflow's loader fails with ModuleNotFoundError naming the package. With
-    the package on the path it loads and predicts what the trained model does."""
+    """The shipped package's classes are pickled by value into the MLflow torch model,
+    so MLflow's loader needs no package: in a fresh process whose path is only the
+    repository it loads and predicts what the trained model does."""
     [version] = package_run.versions("shop-torch").values()
     uri = f"models:/shop-torch/{version.version}"
     x, expected = _test_rows(package_run, package_run.task_dirs("train")["torch"])
     report, logits = _pyfunc_in_fresh_process(package_run, uri, x, tmp_path / "bare",
                                               str(REPO))
-    assert logits is None
-    assert report["error"] == "ModuleNotFoundError: No module named 'mypkg'", report
-    report, logits = _pyfunc_in_fresh_process(package_run, uri, x, tmp_path / "with",
-                                              package_run.env["PYTHONPATH"])
     assert "error" not in report, report
     assert (report["module"], report["class"]) == ("mypkg.nets", "Wide")
     assert logits is not None

@@ -20,6 +20,7 @@ from types import ModuleType
 from typing import Any
 
 from components.errors import ConfigError
+from components.models.package import install, is_package, shipped_modules
 
 ZOO = ("linear", "mlp", "cnn", "resnet")
 IMAGE_ONLY = frozenset({"cnn", "resnet"})
@@ -44,8 +45,13 @@ class ModelRef:
 
     @property
     def is_file(self) -> bool:
-        """User code carried as source."""
-        return bool(self.source)
+        """A file's code carried as source."""
+        return bool(self.source) and not is_package(self.source)
+
+    @property
+    def is_package(self) -> bool:
+        """A ``module:function`` builder whose package travels with the run."""
+        return is_package(self.source)
 
 
 def resolve(model: str) -> ModelRef:
@@ -82,6 +88,10 @@ def load_builder(ref: ModelRef, framework: str) -> Callable[..., Any]:
                               f"for --framework {framework}")
         return builder
     module_name, _, function = ref.name.partition(":")
+    if ref.is_package:
+        if digest(ref.source) != ref.digest:
+            raise ConfigError(f"model {ref.name}: code digest mismatch (the spec was edited)")
+        install(ref.name, ref.source, ref.digest)
     try:
         module = importlib.import_module(module_name)
     except Exception as err:
@@ -98,8 +108,11 @@ def load_builder(ref: ModelRef, framework: str) -> Callable[..., Any]:
 
 
 def user_modules() -> list[ModuleType]:
-    """The user code modules imported in this process (see :func:`_import_source`)."""
-    return [m for name, m in sys.modules.items() if name.startswith(_MODULE_PREFIX)]
+    """The user code modules imported in this process: files (see :func:`_import_source`)
+    and shipped packages (components.models.package)."""
+    shipped = set(shipped_modules())
+    return [m for name, m in list(sys.modules.items())
+            if name.startswith(_MODULE_PREFIX) or name in shipped]
 
 
 def _import_source(ref: ModelRef) -> ModuleType:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import resource
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from components.config import TrainConfig
 from components.data.dataset import Split, head_features, read_metadata
 from components.frameworks import get_adapter
 from components.frameworks.base import EpochMetrics, ModelSpec, TrainContext
+from components.models.package import archive_bytes, is_package, top_level
 from components.settings import get_settings
 from components.tags import MODEL_DIGEST_TAG, MODEL_TAG, TASK_TAG
 from components.train.cluster import train_on_cluster, wants_cluster
@@ -95,7 +97,13 @@ def log_model_choice(config: TrainConfig, spec: ModelSpec, n_params: int) -> Non
     mlflow.set_tag(MODEL_TAG, spec.kind)
     if spec.source:
         mlflow.set_tag(MODEL_DIGEST_TAG, spec.digest)
-        mlflow.log_text(spec.source, f"model_code/{spec.kind}")
+        if is_package(spec.source):  # a module:function builder's package, zipped
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / f"{top_level(spec.kind)}.zip"
+                path.write_bytes(archive_bytes(spec.source))
+                mlflow.log_artifact(str(path), "model_code")
+        else:
+            mlflow.log_text(spec.source, f"model_code/{spec.kind}")
 
 
 def resolve_workers(config: TrainConfig) -> TrainConfig:
