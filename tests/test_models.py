@@ -178,7 +178,7 @@ BAD = {
               "    return keras.Sequential([keras.Input((spec.n_features,)), "
               "keras.layers.Dense(3)])\n",
               r"model bad.py: output shape \(8, 3\) does not match the task \(multiclass, 10 "
-              r"classes\): expected \(8, 10\)"),
+              r"output\(s\) per row\): expected \(8, 10\)"),
     "input": ("def build_torch(spec):\n    import torch\n    return torch.nn.Linear(5, 10)\n"
               "def build_tensorflow(spec):\n    import tf_keras as keras\n"
               "    return keras.Sequential([keras.Input((5,)), keras.layers.Dense(10)])\n",
