@@ -103,7 +103,7 @@ def test_pipeline_registers_champion_then_refuses_a_worse_model(
                  "0.0001", "--min-accuracy", "0")
     assert worse.returncode == 0, worse.stderr[-3000:]
     # The summary prints the verdict's reason (rich wraps it at spaces).
-    assert "not blessed" in worse.stdout and "< champion v1 accuracy" in " ".join(
+    assert "not blessed" in worse.stdout and "misses champion v1 accuracy" in " ".join(
         worse.stdout.split())
     assert _kfp_evaluate_outputs(tmp_path)[-1]["metrics"]["blessed"] == 0.0
     second = _pipeline_runs(client)[-1]
