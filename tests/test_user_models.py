@@ -646,4 +646,4 @@ def test_user_model_resumes_from_its_checkpoint(fw: str, transformed: tuple[Path
         assert resumed.last_epoch.loss == pytest.approx(straight.last_epoch.loss, rel=1e-5)
     else:
         assert resumed.last_epoch.loss == pytest.approx(straight.last_epoch.loss, rel=0.1)
-    assert resumed.last_epoch.val_accuracy > 0.8
+    assert resumed.last_epoch.val_score > 0.8
