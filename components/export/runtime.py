@@ -20,15 +20,15 @@ import numpy as np
 
 from components.errors import DataError
 from components.export.manifest import ExportFormat
+from components.tasks import Outputs
 
 Predict = Callable[[np.ndarray], np.ndarray]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float64 for stable probabilities (exports output logits)."""
-    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    """Row-wise softmax in float64 (exports output logits): what a multiclass export's
+    answers are, defined once in :class:`components.tasks.Outputs`."""
+    return Outputs.LOGITS.answers(logits)
 
 
 def load_predictor(fmt: ExportFormat | str, path: Path, threads: int | None = None) -> Predict:
