@@ -139,17 +139,16 @@ def _objective(spec: ModelSpec, huber: bool = False) -> _Objective:
     return _Sigmoid() if kind is Outputs.LOGIT else _Objective()
 
 
-def saved_model_loss(spec: ModelSpec) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The task's mean loss on a saved model's outputs (a regression model's are in the
-    label's units: standardised again first), for fine-tuning it (pruning)."""
+def network_of(model: nn.Module, spec: ModelSpec) -> nn.Module:
+    """The trained network without the regression head of :func:`with_head` (what a
+    fine-tune trains, on the standardised label, as in training)."""
+    return model.network if spec.rescales and isinstance(model, Rescaled) else model
+
+
+def finetune_loss(spec: ModelSpec) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The task's mean training loss on :func:`network_of`'s outputs."""
     goal = _objective(spec)
-
-    def loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if spec.rescales:
-            out = (out - spec.label_shift) / spec.label_scale
-        return goal.loss_sum(out, goal.target(y)) / len(y)
-
-    return loss
+    return lambda out, y: goal.loss_sum(out, goal.target(y)) / len(y)
 
 
 def train(spec: ModelSpec, train: ArraySplit, val: ArraySplit, config: TrainConfig,

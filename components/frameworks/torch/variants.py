@@ -20,7 +20,7 @@ from components.export.candidates import Built, Candidate, VariantSet
 from components.export.manifest import ExportFormat
 from components.frameworks.base import ModelSpec
 from components.frameworks.torch.export import export_onnx, export_torchscript
-from components.frameworks.torch.training import saved_model_loss
+from components.frameworks.torch.training import finetune_loss, network_of
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,8 @@ def _finetune(model: nn.Module, spec: ModelSpec, train: ArraySplit,
               config: CompressConfig) -> None:
     """A short Adam fine-tune on the task's loss; the pruning masks keep pruned weights
     at zero."""
-    loss_fn = saved_model_loss(spec)
+    loss_fn = finetune_loss(spec)
+    net = network_of(model, spec)  # the same tensors: pruning masks stay in place
     optimizer = torch.optim.Adam(model.parameters(), lr=config.finetune_learning_rate)
     x, y = torch.from_numpy(train.x), torch.from_numpy(train.y)
     generator = torch.Generator().manual_seed(0)
@@ -124,7 +125,7 @@ def _finetune(model: nn.Module, spec: ModelSpec, train: ArraySplit,
     for _ in range(config.finetune_epochs):
         for batch in torch.randperm(len(x), generator=generator).split(config.finetune_batch_size):
             optimizer.zero_grad()
-            loss_fn(model(x[batch]), y[batch]).backward()
+            loss_fn(net(x[batch]), y[batch]).backward()
             optimizer.step()
     model.eval()
 
