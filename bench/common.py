@@ -152,7 +152,6 @@ def plain_fit(fw: str, build: Callable[[], Any], train: ArraySplit, epochs: int,
                             generator=torch.Generator().manual_seed(seed))
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         loss_fn = torch.nn.CrossEntropyLoss()
-        model.train()
         for _ in range(epochs):
             model.train()
             for xb, yb in loader:
