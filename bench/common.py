@@ -178,8 +178,8 @@ def plain_fit(fw: str, build: Callable[[], Any], train: ArraySplit, epochs: int,
 
 
 def accuracy(fw: str, model: Any, split: ArraySplit) -> float:
-    """Test accuracy (the adapter's predict_proba: the same for both sides)."""
-    pred = get_adapter(fw).predict_proba(model, split.x).argmax(1)
+    """Test accuracy (the adapter's predict: the same for both sides)."""
+    pred = get_adapter(fw).predict(model, split.x).argmax(1)
     return float((pred == split.y).mean())
 
 
