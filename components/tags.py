@@ -37,6 +37,9 @@ SCHEMA_INFERRED_TAG: Final = "twinflow.schema_inferred"
 TASK_TAG: Final = "twinflow.task"  # the resolved task (--task auto is resolved at ingest)
 TASK_REASON_TAG: Final = "twinflow.task_reason"  # why: the user's choice, or what was detected
 
+# The train step run.
+HARDWARE_TAG: Final = "twinflow.hardware"  # what trained: CPUs, GPUs, workers, or a cluster
+
 # The evaluate step run.
 BLESSED_TAG: Final = "twinflow.blessed"  # "true" / "false"
 VERDICT_TAG: Final = "twinflow.verdict"
@@ -45,6 +48,7 @@ CHAMPION_SOURCE_TAG: Final = "twinflow.champion_source"
 # The push step run.
 REGISTERED_MODEL_TAG: Final = "twinflow.registered_model"
 MODEL_VERSION_TAG: Final = "twinflow.model_version"
+MODEL_CARD_TAG: Final = "twinflow.model_card"  # the card's artifact URI
 
 # --- registered model version tags (written by push, read by the next evaluate) ---
 
@@ -64,6 +68,10 @@ COMPRESSION_BYTES_TAG: Final = "compression_bytes"
 COMPRESSION_ACCURACY_TAG: Final = "compression_accuracy"
 SERVING_EXPORT_TAG: Final = "serving_export"
 SERVING_INPUT_TAG: Final = "serving_input"
+# What the version's MLflow model takes: "raw" rows (the pyfunc with the transform
+# inside) or "transformed" features (the bare network, when there is no raw export).
+MODEL_INPUT_TAG: Final = "model_input"
+NETWORK_MODEL_TAG: Final = "network_model_uri"  # the bare network, framework flavor
 
 
 class Step(StrEnum):

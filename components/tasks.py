@@ -20,6 +20,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from components.export.pyfunc_model import answers
+
 log = logging.getLogger(__name__)
 
 #: auto: more distinct numeric labels than this in the probed rows is regression.
@@ -47,16 +49,9 @@ class Outputs(StrEnum):
     VALUES = "values"  # one, regression: already in the label's units
 
     def answers(self, outputs: np.ndarray) -> np.ndarray:
-        """Class probabilities (rows x classes) or values (rows,), in float64."""
-        z = np.asarray(outputs, dtype=np.float64)
-        if self is Outputs.VALUES:
-            return z.reshape(len(z), -1)[:, 0]
-        if self is Outputs.LOGIT:
-            p = 1.0 / (1.0 + np.exp(-z.reshape(len(z), -1)[:, 0]))
-            return np.stack([1.0 - p, p], axis=1)
-        shifted = z - z.max(axis=1, keepdims=True)
-        e = np.exp(shifted)
-        return e / e.sum(axis=1, keepdims=True)
+        """Class probabilities (rows x classes) or values (rows,), in float64 (computed
+        where the registered MLflow model computes them too)."""
+        return answers(self.value, outputs)
 
     @property
     def is_classifier(self) -> bool:

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 import mlflow
 import requests
-from mlflow.entities import Metric, Param, RunStatus
+from mlflow.entities import Metric, Param, Run, RunStatus
 from mlflow.tracking import MlflowClient
 
 from components.errors import TrackingError
@@ -27,8 +27,10 @@ from components.tags import (
     FRAMEWORK_TAG,
     KIND_TAG,
     PIPELINE_KIND,
+    REGISTERED_MODEL_TAG,
     RUN_KEY_TAG,
     STEP_TAG,
+    Step,
 )
 
 log = logging.getLogger(__name__)
@@ -92,17 +94,33 @@ def find_pipeline_run(run_key: str, experiment: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
-def latest_pipeline_run(experiment: str, framework: str = "") -> str | None:
-    """The newest parent run of ``experiment`` (optionally of one framework choice)."""
+def _newest_runs(experiment: str, query: str, limit: int) -> list[Run]:
+    """Runs of ``experiment`` matching ``query``, newest first ([] without the experiment)."""
     exp = MlflowClient().get_experiment_by_name(experiment)
     if exp is None:
-        return None
+        return []
+    return list(MlflowClient().search_runs([exp.experiment_id], filter_string=query,
+                                           max_results=limit,
+                                           order_by=["attributes.start_time DESC"]))
+
+
+def latest_pipeline_run(experiment: str, framework: str = "") -> str | None:
+    """The newest parent run of ``experiment`` (optionally of one framework choice)."""
     query = f"tags.`{KIND_TAG}` = '{PIPELINE_KIND}'"
     if framework:
         query += f" and params.framework = '{framework}'"
-    runs = MlflowClient().search_runs([exp.experiment_id], filter_string=query, max_results=1,
-                                      order_by=["attributes.start_time DESC"])
+    runs = _newest_runs(experiment, query, 1)
     return runs[0].info.run_id if runs else None
+
+
+def latest_registered_model(experiment: str, framework: str = "") -> str | None:
+    """The registered model that the newest pipeline run to register one registered
+    (``framework``'s, if given); None if no run registered any."""
+    query = f"tags.`{STEP_TAG}` = '{Step.PUSH}' and attributes.status = 'FINISHED'"
+    if framework:
+        query += f" and tags.`{FRAMEWORK_TAG}` = '{framework}'"
+    names = [r.data.tags.get(REGISTERED_MODEL_TAG) for r in _newest_runs(experiment, query, 20)]
+    return next((n for n in names if n), None)
 
 
 def start_pipeline_run(run_key: str, experiment: str, run_name: str,

@@ -52,7 +52,7 @@ def _framework_tail(fw: str, parent: Any, data: Any, raw: Any, p: PipelineParams
     compress = _step(compress_ops[fw], p, **common, model=model
                      ).set_display_name(f"compress-{fw}")
     with dsl.If(evaluate.outputs["Output"] == True, name=f"blessed-{fw}"):  # noqa: E712
-        _step(push_ops[fw], p, **common, model=model, exports=compress.outputs["exports"],
+        _step(push_ops[fw], p, **common, raw=raw, model=model, exports=compress.outputs["exports"],
               metrics=evaluate.outputs["metrics"]).set_display_name(f"push-{fw}")
     return [evaluate, compress]
 

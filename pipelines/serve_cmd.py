@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from components.config import model_name_for
 from components.errors import TwinflowError
 from components.frameworks import framework_names
 from components.settings import get_settings
@@ -17,13 +16,13 @@ from components.settings import get_settings
 def serve(
     model: Annotated[str, typer.Option(
         help="Registered model NAME[@alias] (alias default: champion) or NAME/VERSION; "
-             "default: the digits model of --framework.")] = "",
+             "default: the champion of the model that the latest pipeline run "
+             "registered (of --framework, if given).")] = "",
     model_dir: Annotated[Path | None, typer.Option(
         "--model-dir", help="Serve a local exports directory instead of the registry.")] = None,
     framework: Annotated[str, typer.Option(
-        "--framework", "-f", help="Which default model when --model is not given: "
-                                  f"{', '.join(framework_names())}.")
-                         ] = framework_names()[0],
+        "--framework", "-f", help="Without --model: the latest model of this framework "
+                                  f"({', '.join(framework_names())}).")] = "",
     export: Annotated[str, typer.Option(
         help="Entry of export.json to serve (default: the raw-input entry, which takes raw "
              "rows, if the exports have one; else the preferred, compressed entry).")] = "",
@@ -42,14 +41,14 @@ def serve(
     if model_dir is not None and model:
         typer.echo("twinflow: error: give --model or --model-dir, not both", err=True)
         raise typer.Exit(code=1)
-    if model_dir is None and not model and framework not in framework_names():
+    if model_dir is None and not model and framework and framework not in framework_names():
         typer.echo(f"twinflow: error: --framework {framework}: pick one of "
                    f"{', '.join(framework_names())}, or --model", err=True)
         raise typer.Exit(code=1)
     if model_dir is None:
-        model = model or model_name_for("", "digits", framework)
         os.environ["MLFLOW_TRACKING_URI"] = (tracking_uri
                                              or get_settings().resolved_tracking_uri())
+        model = model or _latest_model(framework)
     options = ServeOptions(model_dir=model_dir, model=None if model_dir else model,
                            export=export or None, name=name or None, port=port,
                            workers=workers)
@@ -58,3 +57,23 @@ def serve(
     except TwinflowError as err:
         typer.echo(f"twinflow: error: {err}", err=True)
         raise typer.Exit(code=1) from None
+
+
+def _latest_model(framework: str) -> str:
+    """The registered model of the newest pipeline run that registered one."""
+    from components.tracking import configure, latest_registered_model
+
+    try:
+        configure()
+        found = latest_registered_model(get_settings().experiment, framework)
+    except TwinflowError as err:
+        typer.echo(f"twinflow: error: {err}", err=True)
+        raise typer.Exit(code=1) from None
+    if found is None:
+        which = f"{framework} " if framework else ""
+        typer.echo(f"twinflow: error: no pipeline run has registered a {which}model in "
+                   f"{get_settings().resolved_tracking_uri()} yet: run `twinflow run` or give "
+                   "--model NAME", err=True)
+        raise typer.Exit(code=1)
+    typer.echo(f"serving {found}@champion (registered by the latest pipeline run)", err=True)
+    return found

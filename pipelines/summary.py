@@ -13,6 +13,7 @@ from components.frameworks import framework_names
 from components.tags import (
     BLESSED_TAG,
     FRAMEWORK_TAG,
+    MODEL_CARD_TAG,
     MODEL_VERSION_TAG,
     RECOMMENDATION_TAG,
     REGISTERED_MODEL_TAG,
@@ -43,6 +44,7 @@ class FrameworkResult:
     blessed: bool | None
     verdict: str
     model: str | None
+    card: str = ""  # the registered version's model card (artifact URI)
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,8 @@ def _results(children: list[Run]) -> list[FrameworkResult]:
         results.append(FrameworkResult(
             fw, {k: metrics[k] for k in task.headline if k in metrics},
             None if blessed is None else blessed == "true",
-            evaluation.data.tags.get(VERDICT_TAG, ""), model))
+            evaluation.data.tags.get(VERDICT_TAG, ""), model,
+            push.data.tags.get(MODEL_CARD_TAG, "") if push is not None else ""))
     return results
 
 
@@ -118,6 +121,8 @@ def render(summary: RunSummary, wall_seconds: float, ui_command: str,
         registered = r.model or "not registered"
         console.print(f"[bold]{r.framework}[/]: test {figures}; {verdict} ({r.verdict}); "
                       f"{registered}")
+        if r.card:
+            console.print(f"  model card: {r.card}")
     if summary.recommendation:
         console.print(f"[bold]comparison[/]: {summary.recommendation} "
                       f"(full report: twinflow compare {summary.run_id})")

@@ -59,9 +59,10 @@ class Server:
     """A server subprocess in its own process group, stopped by that group's id."""
 
     def __init__(self, args: list[str], env: dict[str, str] | None = None,
-                 name: str = "model") -> None:
+                 name: str = "model", ready_path: str = "") -> None:
         self.port = free_port()
         self.name = name
+        self.ready_path = ready_path or f"/v2/models/{name}/ready"
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**(env or os.environ), "PYTHONPATH": str(REPO)}
         self.proc = subprocess.Popen([*args, "--port", str(self.port)], cwd=REPO, env=env,
@@ -75,7 +76,7 @@ class Server:
                 out = self.proc.stdout.read().decode(errors="replace") if self.proc.stdout else ""
                 raise AssertionError(f"server exited with {self.proc.returncode}:\n{out[-3000:]}")
             try:
-                if requests.get(f"{self.url}/v2/models/{self.name}/ready", timeout=2).ok:
+                if requests.get(f"{self.url}{self.ready_path}", timeout=2).ok:
                     return
             except requests.ConnectionError:
                 pass

@@ -6,9 +6,10 @@ frameworks, its classes at module level as a user writes them) and a
 (KFP's local runner, 1 and 2 workers, both frameworks), then:
 
 - the registered champion is served over HTTP (`twinflow serve`, raw rows in) and
-  answers what the registered MLflow model answers in process on the same rows;
-- the registered torch model is loaded with MLflow's own tools in a fresh process
-  that cannot import the user's code (the file's classes travel pickled by value);
+  answers what the version's bare network answers in process on the same rows;
+- the torch network (a torch.export program, or pickled with the file's classes by
+  value when it does not export) is loaded with MLflow's own tools in a fresh process
+  that cannot import the user's code;
 - mixed precision and checkpoint/resume train a user model (the train step alone).
 
 Each CLI run is one module-scoped fixture shared by several tests.
@@ -42,6 +43,7 @@ from components.models.user import digest
 from components.tags import (
     MODEL_DIGEST_TAG,
     MODEL_TAG,
+    NETWORK_MODEL_TAG,
     STEP_TAG,
     VERSION_FRAMEWORK_TAG,
     VERSION_MODEL_DIGEST_TAG,
@@ -362,12 +364,12 @@ def _serve(run: CliRun, ref: str, export: str | None) -> np.ndarray:
 
 
 def _registered_in_process(run: CliRun, name: str, version: str, fw: str) -> Any:
-    """raw rows -> probabilities of the registered MLflow model (its framework flavor,
+    """raw rows -> probabilities of the version's bare network (its framework flavor,
     loaded here) behind the fitted transform shipped in the version's exports."""
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(run.db)
     try:
-        uri = f"models:/{name}/{version}"
+        uri = run.client.get_model_version(name, version).tags[NETWORK_MODEL_TAG]
         flavor = mlflow.pytorch if fw == "torch" else mlflow.tensorflow
         model = flavor.load_model(uri)
         exports = Path(mlflow.artifacts.download_artifacts(
@@ -378,6 +380,14 @@ def _registered_in_process(run: CliRun, name: str, version: str, fw: str) -> Any
     manifest = ExportManifest.load(exports)
     assert manifest.raw_features is not None
     fitted = FittedTransform.load(exports / manifest.raw_features.transform)
+    if fw == "torch":  # a torch.export module: called as is (it has no .eval())
+        import torch
+
+        def answers(rows: pd.DataFrame) -> np.ndarray:
+            with torch.no_grad():
+                return softmax(model(torch.from_numpy(fitted.apply(rows))).numpy())
+
+        return answers
     adapter = get_adapter(fw)
     return lambda rows: adapter.predict(model, fitted.apply(rows))
 
@@ -455,23 +465,43 @@ def _test_rows(run: CliRun, model_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     return x, adapter.predict(adapter.load_model(model_dir), x)
 
 
+def _pickled_network(run: CliRun, model_dir: Path, x: np.ndarray) -> str:
+    """The torch network logged as the adapter does when torch.export fails (pickled,
+    the user's classes by value), from this process, which has loaded them."""
+    from components.frameworks.torch.training import _log_pickled
+
+    net = get_adapter("torch").load_model(model_dir)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(run.db)
+    try:
+        with mlflow.start_run():
+            info = _log_pickled(net, "pickled", x[:5],
+                                mlflow.pytorch.get_default_pip_requirements())
+    finally:
+        mlflow.set_tracking_uri(previous)
+    return str(info.model_uri)
+
+
 @pytest.mark.slow
-def test_registered_torch_model_loads_with_mlflow_without_the_users_file(
+def test_registered_torch_network_loads_with_mlflow_without_the_users_file(
         tabular_run: CliRun, tmp_path: Path) -> None:
-    """`mlflow.pyfunc.load_model(models:/shop-torch/1)` in a fresh interpreter that
-    cannot import nets.py (nor twinflow's code cache of it): the user's classes were
-    pickled by value, so it loads and predicts what the trained model predicts here."""
+    """The version's bare network (a torch.export program) and, for networks that do not
+    export, the pickled fallback, each loaded by `mlflow.pyfunc` in a fresh interpreter
+    that cannot import nets.py (nor twinflow's code cache of it): both predict what the
+    trained model predicts here; the pickled one carries the user's classes by value."""
     [version] = tabular_run.versions("shop-torch").values()
-    x, expected = _test_rows(tabular_run, tabular_run.task_dirs("train")["torch"])
-    report, logits = _pyfunc_in_fresh_process(
-        tabular_run, f"models:/shop-torch/{version.version}", x, tmp_path / "fresh", str(REPO))
-    assert "error" not in report, report
+    model_dir = tabular_run.task_dirs("train")["torch"]
+    x, expected = _test_rows(tabular_run, model_dir)
+    for uri in (version.tags[NETWORK_MODEL_TAG], _pickled_network(tabular_run, model_dir, x)):
+        report, logits = _pyfunc_in_fresh_process(tabular_run, uri, x, tmp_path / "fresh",
+                                                  str(REPO))
+        assert "error" not in report, report
+        assert report["user_modules"] == []
+        assert logits is not None and logits.shape == (len(x), 2)
+        np.testing.assert_allclose(softmax(logits), expected, atol=1e-5)
     assert report["class"] == "ResidualMLP"
     assert report["module"].startswith("twinflow_user_nets_")
     assert not report["in_sys_modules"] and not report["importable"]
-    assert report["user_modules"] == []
-    assert logits is not None and logits.shape == (len(x), 2)
-    np.testing.assert_allclose(softmax(logits), expected, atol=1e-5)
 
 
 # --- module:function ----------------------------------------------------------------
@@ -550,12 +580,18 @@ def test_module_function_model_is_served_without_the_package(package_run: CliRun
 @pytest.mark.slow
 def test_module_function_mlflow_model_loads_without_the_package(
         package_run: CliRun, tmp_path: Path) -> None:
-    """The shipped package's classes are pickled by value into the MLflow torch model,
-    so MLflow's loader needs no package: in a fresh process whose path is only the
-    repository it loads and predicts what the trained model does."""
-    [version] = package_run.versions("shop-torch").values()
-    uri = f"models:/shop-torch/{version.version}"
-    x, expected = _test_rows(package_run, package_run.task_dirs("train")["torch"])
+    """The shipped package's classes are pickled by value into the pickled torch network
+    (the adapter's fallback when torch.export fails), so MLflow's loader needs no
+    package: in a fresh process whose path is only the repository it loads and
+    predicts what the trained model does."""
+    [_version] = package_run.versions("shop-torch").values()
+    model_dir = package_run.task_dirs("train")["torch"]
+    x, expected = _test_rows(package_run, model_dir)
+    sys.path.insert(0, package_run.env["PYTHONPATH"].split(os.pathsep)[0])
+    try:
+        uri = _pickled_network(package_run, model_dir, x)
+    finally:
+        sys.path.pop(0)
     report, logits = _pyfunc_in_fresh_process(package_run, uri, x, tmp_path / "bare",
                                               str(REPO))
     assert "error" not in report, report

@@ -50,6 +50,10 @@ class DatasetMetadata(BaseModel):
     # (label = shift + scale * what the network learns).
     label_shift: float = 0.0
     label_scale: float = 1.0
+    # Each source column's type as the source had it, in MLflow's column-type names
+    # (long, double, boolean, string): ingest stores every number as float64, but the
+    # registered model's signature takes rows as the training file had them.
+    source_types: dict[str, str] = {}
 
     @property
     def n_classes(self) -> int:

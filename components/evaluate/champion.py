@@ -3,10 +3,12 @@
 A number stored when the champion was pushed was measured on *its* run's test
 split; comparing it with the candidate's is only fair if the data did not move.
 So the champion is loaded from the registry (``models:/<name>@champion``, through
-the pyfunc interface, which serves both the PyTorch and the TensorFlow flavor)
-and predicts the very rows the candidate was scored on. Only when it cannot be
-loaded or run does the gate fall back to its recorded ``test_*`` tags, and
-the verdict says so.
+the pyfunc interface) and predicts the very rows the candidate was scored on: the
+raw test rows for a version whose MLflow model takes raw rows (its own fitted
+transform inside, so a re-fitted transform cannot skew it), the transformed ones
+for a version registered as the bare network (before raw-rows models existed).
+Only when it cannot be loaded or run does the gate fall back to its recorded
+``test_*`` tags, and the verdict says so.
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ from dataclasses import dataclass
 
 import mlflow
 import numpy as np
+import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from components.errors import DataError
+from components.export.pyfunc_model import PREDICTION_COLUMN, PROBABILITY_PREFIX
+from components.tags import MODEL_INPUT_TAG
 
 log = logging.getLogger(__name__)
 SAME_SPLIT = "re-evaluated on the same test split"
@@ -36,20 +41,27 @@ class Champion:
     tag_metrics: dict[str, float]  # its recorded test_* metrics (push copies them)
 
 
-def find_champion(model_name: str, x: np.ndarray, widths: tuple[int, ...],
-                  alias: str = "champion") -> Champion | None:
-    """The current champion of ``model_name`` with its outputs on ``x``; None if none.
+@dataclass(frozen=True)
+class TestRows:
+    """The candidate's test split, as each kind of champion takes it."""
 
-    ``widths``: the output widths a model of this data set may have (a binary
-    classifier's one logit or two).
-    """
+    x: np.ndarray  # transformed features
+    raw: pd.DataFrame | None  # the same rows raw (None: not available)
+    classes: list[str]  # [] for regression
+    widths: tuple[int, ...]  # output widths a model of this data set may have
+
+
+def find_champion(model_name: str, rows: TestRows,
+                  alias: str = "champion") -> Champion | None:
+    """The current champion of ``model_name`` with its outputs on ``rows``; None if none."""
     version = _version(model_name, alias)
     if version is None:
         return None
     tags = _metric_tags(version)
     uri = f"models:/{model_name}@{alias}"
     try:
-        outputs = predict_outputs(uri, x, widths)
+        outputs = (_raw_outputs(uri, rows) if version.tags.get(MODEL_INPUT_TAG) == "raw"
+                   else predict_outputs(uri, rows.x, rows.widths))
     except Exception as err:  # any failure to load or run it means: use the tags instead
         note = f"could not be loaded and run ({type(err).__name__}: {str(err)[:200]})"
         log.warning("champion %s v%s %s", model_name, version.version, note)
@@ -71,6 +83,24 @@ def predict_outputs(model_uri: str, x: np.ndarray, widths: tuple[int, ...]) -> n
                         f"({len(x)}, {' or '.join(map(str, widths))}): not a model of this "
                         "data set")
     return scores
+
+
+def _raw_outputs(model_uri: str, rows: TestRows) -> np.ndarray:
+    """A raw-rows model's answers on the raw test rows: class probabilities in the data
+    set's class order, or values (one column). Called through the model's own predict,
+    past MLflow's signature check: ingest stores integers as floats."""
+    if rows.raw is None:
+        raise DataError("the champion takes raw rows and this evaluation has none")
+    model = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
+    frame = model.predict(None, rows.raw)
+    columns = ([f"{PROBABILITY_PREFIX}{c}" for c in rows.classes] if rows.classes
+               else [PREDICTION_COLUMN])
+    absent = [c for c in columns if c not in frame.columns]
+    if absent or len(frame) != len(rows.raw):
+        raise DataError(f"{model_uri} answered columns {list(frame.columns)[:8]} for "
+                        f"{len(frame)} rows, expected {columns[:8]} for {len(rows.raw)}: "
+                        "not a model of this data set")
+    return frame[columns].to_numpy(dtype=np.float64)
 
 
 def _metric_tags(version: ModelVersion) -> dict[str, float]:

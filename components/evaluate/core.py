@@ -65,7 +65,7 @@ from components.data.dataset import (
     read_metadata,
 )
 from components.evaluate import regression
-from components.evaluate.champion import SAME_SPLIT, Champion, find_champion
+from components.evaluate.champion import SAME_SPLIT, Champion, TestRows, find_champion
 from components.evaluate.curves import RocPoints, curve_figures, curve_metrics, roc_points
 from components.evaluate.gate import Baseline, Verdict, judge
 from components.evaluate.slices import slice_column, slice_labels, slice_metrics
@@ -115,7 +115,9 @@ def run_evaluate(config: EvaluateConfig, data_dir: Path, model_dir: Path,
     answers = adapter.predict(adapter.load_model(model_dir), x, spec.output_kind)
     model_name = model_name_for(config.model_name, meta.name, config.framework)
     widths = (meta.n_classes, 1) if task.is_classifier else (1,)
-    champion = find_champion(model_name, x, widths, config.champion_alias)
+    raw = read_frame(raw_dir, Split.TEST) if raw_dir is not None else None
+    champion = find_champion(model_name, TestRows(x, raw, meta.classes, widths),
+                             config.champion_alias)
     if not task.is_classifier:
         return _evaluate_regression(config, meta, frame, y, answers, champion, model_name,
                                     (data_dir, raw_dir))

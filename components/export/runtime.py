@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import numpy as np
 
 from components.errors import DataError
 from components.export.manifest import ExportFormat
+from components.export.pyfunc_model import tflite_interpreter
 from components.tasks import Outputs
 
 Predict = Callable[[np.ndarray], np.ndarray]
@@ -100,16 +100,6 @@ def _savedmodel(path: Path, threads: int | None) -> Predict:
 
     predict.keepalive = loaded  # type: ignore[attr-defined]  # the signature needs its object
     return predict
-
-
-def tflite_interpreter(path: Path, threads: int | None = None) -> Any:
-    """A ``tf.lite.Interpreter`` for ``path`` (also used by components.export.raw_runtime)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tf.lite.Interpreter deprecation notice
-        return tf.lite.Interpreter(model_path=str(path), num_threads=threads)
 
 
 def _tflite(path: Path, threads: int | None) -> Predict:

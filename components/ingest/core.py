@@ -58,7 +58,7 @@ def run_ingest(config: IngestConfig, out_dir: Path) -> DatasetMetadata:
 def _ingest(config: IngestConfig, out_dir: Path, tmp: Path) -> DatasetMetadata:
     name, files, fmt, label, shape = _resolve_source(config, tmp)
     where = config.source
-    found, sample = _probe(files[0], fmt, label, config)
+    found, sample, source_types = _probe(files[0], fmt, label, config)
     previous = tracking.previous_schema(config.schema_source, name)
     if previous is not None:
         raise_severe(check_columns(previous, found), where)
@@ -101,7 +101,8 @@ def _ingest(config: IngestConfig, out_dir: Path, tmp: Path) -> DatasetMetadata:
     meta = DatasetMetadata(
         name=name, source=config.source, label=label, features=features,
         classes=schema_out.classes if previous else classes, image_shape=shape,
-        digest=dataset_digest(out_dir), rows=rows, task=choice.task)
+        digest=dataset_digest(out_dir), rows=rows, task=choice.task,
+        source_types=source_types)
     write_metadata(out_dir, meta)
     tracking.write_reports(out_dir, {"all": stats_all, **splits}, schema_out, anomalies, bad)
     tracking.track(config, meta, out_dir, bad, inferred=previous is None)
@@ -129,9 +130,9 @@ def _resolve_source(config: IngestConfig,
 
 
 def _probe(path: str, fmt: str, label: str,
-           config: IngestConfig) -> tuple[dict[str, str], np.ndarray]:
-    """Column kinds (numeric | categorical) and the label's values, from the first batch
-    of the first file."""
+           config: IngestConfig) -> tuple[dict[str, str], np.ndarray, dict[str, str]]:
+    """Column kinds (numeric | categorical), the label's values and the columns' source
+    types (:func:`source_type`), from the first batch of the first file."""
     batches = read_batches(path, fmt, label, config.csv, min(config.batch_rows, 4096), None,
                            BadRows(skip=True))
     first = next(iter(batches), None)
@@ -142,7 +143,20 @@ def _probe(path: str, fmt: str, label: str,
     if label not in kinds:
         shown = ", ".join(list(kinds)[:20])
         raise DataError(f"{path}: label column '{label}' not found; columns are: {shown}")
-    return kinds, first.column(label).to_numpy(zero_copy_only=False)
+    types = {f.name: source_type(f.type) for f in first.schema}
+    return kinds, first.column(label).to_numpy(zero_copy_only=False), types
+
+
+def source_type(dtype: pa.DataType) -> str:
+    """MLflow's column type for an Arrow type of the source (what pandas reading the same
+    file gives: int64 -> long, float64 -> double; a column of gaps only is double)."""
+    if pa.types.is_boolean(dtype):
+        return "boolean"
+    if pa.types.is_integer(dtype):
+        return "long"
+    if pa.types.is_floating(dtype) or pa.types.is_null(dtype):
+        return "double"
+    return "string"
 
 
 def _task(config: IngestConfig, previous: DataSchema | None, numeric: bool,

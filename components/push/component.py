@@ -6,7 +6,8 @@ from components.images import framework_components
 
 
 def push(parent_run_id: str, framework: str, model_name: str, namespace: str,
-         predictor: str, canary_percent: int, data: Input[Dataset], model: Input[Model],
+         predictor: str, canary_percent: int, raw: Input[Dataset], data: Input[Dataset],
+         model: Input[Model],
          exports: Input[Model], metrics: Input[Metrics], manifest: Output[Artifact]) -> str:
     """Register the model, move `champion`, write the InferenceService; returns the version."""
     import json
@@ -23,7 +24,7 @@ def push(parent_run_id: str, framework: str, model_name: str, namespace: str,
                             predictor=predictor, canary_percent=canary_percent)
         values = json.loads(Path(metrics.path).read_text(encoding="utf-8"))
         result = run_push(config, Path(data.path), Path(model.path), Path(exports.path),
-                          values, Path(manifest.path))
+                          values, Path(manifest.path), raw_dir=Path(raw.path))
         manifest.metadata.update({"model_name": result.model_name, "version": result.version})
         return result.version
     raise AssertionError("unreachable")

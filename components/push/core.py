@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,18 +21,29 @@ from mlflow.tracking import MlflowClient
 
 from components.compress.core import COMPRESSION_FILE
 from components.config import PushConfig, model_name_for
-from components.data.dataset import DatasetMetadata, Split, read_arrays, read_metadata
+from components.data.dataset import (
+    DatasetMetadata,
+    Split,
+    read_arrays,
+    read_frame,
+    read_metadata,
+)
 from components.errors import DataError, TwinflowError
 from components.export.manifest import EXPORTS_ARTIFACT_PATH, FP32, ExportManifest
 from components.frameworks import get_adapter
 from components.frameworks.base import ModelSpec
+from components.push.card import CardFacts, gather, write_card
+from components.push.registered import NETWORK_ARTIFACT, log_raw_model
 from components.push.serving import pushed_inference_service
 from components.tags import (
     COMPRESSION_ACCURACY_TAG,
     COMPRESSION_BYTES_TAG,
     COMPRESSION_FORMAT_TAG,
     COMPRESSION_VARIANT_TAG,
+    MODEL_CARD_TAG,
+    MODEL_INPUT_TAG,
     MODEL_VERSION_TAG,
+    NETWORK_MODEL_TAG,
     PIPELINE_RUN_TAG,
     REGISTERED_MODEL_TAG,
     SERVING_EXPORT_TAG,
@@ -57,12 +69,15 @@ class PushResult:
 
 
 def run_push(config: PushConfig, data_dir: Path, model_dir: Path, exports_dir: Path,
-             metrics: dict[str, float], manifest_path: Path) -> PushResult:
+             metrics: dict[str, float], manifest_path: Path,
+             raw_dir: Path | None = None) -> PushResult:
     """Register the model from ``model_dir`` and make it the champion.
 
-    The exports directory from compress (fp32 exports and the chosen compressed
-    variant, see components.export.manifest) is logged beside it in the same run
-    under ``exports/``; the version is tagged with the preferred variant.
+    The version's MLflow model takes raw rows (components.push.registered; ``raw_dir``,
+    the ingested data set, gives its input example). The exports directory from
+    compress (fp32 exports and the chosen compressed variant, see
+    components.export.manifest) is logged beside it in the same run under
+    ``exports/``; the version is tagged with the preferred variant.
     """
     meta = read_metadata(data_dir)
     exports = _check_exports(exports_dir, config)
@@ -70,8 +85,14 @@ def run_push(config: PushConfig, data_dir: Path, model_dir: Path, exports_dir: P
     pipeline_run = _pipeline_run()
     version = _existing_version(name, pipeline_run, config.framework)
     if version is None:
-        version = _register(config, name, meta, data_dir, model_dir, exports_dir,
+        version = _register(config, name, meta, (data_dir, raw_dir), model_dir,
+                            (exports_dir, exports),
                             {**metrics, **_compression_tags(exports_dir, exports)}, pipeline_run)
+        facts = CardFacts(name, version, config.framework, ModelSpec.load(model_dir).kind,
+                          meta, exports, metrics, pipeline_run)
+        card = write_card(gather(facts, raw_dir, exports_dir))
+        mlflow.set_tag(MODEL_CARD_TAG, card)
+        log.info("model card of %s version %s: %s", name, version, card)
     else:
         log.info("%s version %s already holds pipeline run %s; not registering again",
                  name, version, pipeline_run)
@@ -116,10 +137,11 @@ def _compression_tags(exports_dir: Path, manifest: ExportManifest) -> dict[str, 
     return tags
 
 
-def _register(config: PushConfig, name: str, meta: DatasetMetadata, data_dir: Path,
-              model_dir: Path, exports_dir: Path, extra: dict[str, float | str],
+def _register(config: PushConfig, name: str, meta: DatasetMetadata,
+              data: tuple[Path, Path | None], model_dir: Path,
+              exports: tuple[Path, ExportManifest], extra: dict[str, float | str],
               pipeline_run: str) -> str:
-    """Log the model with its flavor and the exports; create a registry version."""
+    """Log the MLflow models and the exports; create a registry version."""
     tags = {VERSION_FRAMEWORK_TAG: config.framework, VERSION_DATASET_TAG: meta.name,
             VERSION_DATASET_DIGEST_TAG: meta.digest, PIPELINE_RUN_TAG: pipeline_run,
             **{k: f"{v:.6g}" for k, v in extra.items()
@@ -133,11 +155,30 @@ def _register(config: PushConfig, name: str, meta: DatasetMetadata, data_dir: Pa
     tags[VERSION_TASK_TAG] = spec.task
     if spec.digest:
         tags[VERSION_MODEL_DIGEST_TAG] = spec.digest
+    model_uri = _log_models(config, meta, data, model_dir, exports, tags)
+    mlflow.log_artifacts(str(exports[0]), artifact_path=EXPORTS_ARTIFACT_PATH)
+    return str(mlflow.register_model(model_uri, name, tags=tags).version)
+
+
+def _log_models(config: PushConfig, meta: DatasetMetadata, data: tuple[Path, Path | None],
+                model_dir: Path, exports: tuple[Path, ExportManifest],
+                tags: dict[str, str]) -> str:
+    """Log the bare network (framework flavor) and the raw-rows model; return the URI to
+    register: the raw-rows one, or the network when the exports have no raw entry."""
+    (data_dir, raw_dir), (exports_dir, manifest) = data, exports
     adapter = get_adapter(config.framework)
     sample = read_arrays(data_dir, Split.TEST, meta).x[:5]
-    model_uri = adapter.log_model(adapter.load_model(model_dir), "model", sample)
-    mlflow.log_artifacts(str(exports_dir), artifact_path=EXPORTS_ARTIFACT_PATH)
-    return str(mlflow.register_model(model_uri, name, tags=tags).version)
+    network = adapter.log_model(adapter.load_model(model_dir), NETWORK_ARTIFACT, sample)
+    tags[NETWORK_MODEL_TAG] = network
+    if manifest.raw_entry is None:
+        log.warning("exports have no raw-input entry: the registered MLflow model is the bare "
+                    "network, which takes transformed features")
+        tags[MODEL_INPUT_TAG] = "transformed"
+        return network
+    rows = read_frame(raw_dir, Split.TEST) if raw_dir is not None else None
+    tags[MODEL_INPUT_TAG] = "raw"
+    with tempfile.TemporaryDirectory(prefix="twinflow-push-") as work:
+        return log_raw_model(exports_dir, manifest, meta.source_types, rows, Path(work))
 
 
 def _pipeline_run() -> str:

@@ -7,6 +7,8 @@ adapter, imported lazily so a torch run never imports TensorFlow.
 from __future__ import annotations
 
 import logging
+import os
+import platform
 import resource
 import shutil
 import tempfile
@@ -22,7 +24,7 @@ from components.frameworks import get_adapter
 from components.frameworks.base import EpochMetrics, ModelSpec, TrainContext
 from components.models.package import archive_bytes, is_package, top_level
 from components.settings import get_settings
-from components.tags import MODEL_DIGEST_TAG, MODEL_TAG, TASK_TAG
+from components.tags import HARDWARE_TAG, MODEL_DIGEST_TAG, MODEL_TAG, TASK_TAG
 from components.train.cluster import train_on_cluster, wants_cluster
 from components.train.launch import TrainingError, launch_workers
 from components.train.model import CHECK_ROWS, check_model, model_spec
@@ -61,7 +63,9 @@ def run_train(config: TrainConfig, data_dir: Path, model_dir: Path,
     config = resolve_workers(config)
     start = time.perf_counter()
     settings = get_settings()
-    if run_id and wants_cluster(config, settings):
+    on_cluster = bool(run_id) and wants_cluster(config, settings)
+    mlflow.set_tag(HARDWARE_TAG, _hardware(config, on_cluster))
+    if on_cluster and run_id:
         history = train_on_cluster(config, data_dir, model_dir, run_id, settings)
     elif config.workers == 1:
         ctx = TrainContext(checkpoint_dir=ckpt, resume=config.resume)
@@ -83,6 +87,16 @@ def run_train(config: TrainConfig, data_dir: Path, model_dir: Path,
     log.info("trained %s %s with %d worker(s) in %.1fs: val_%s %.4f", config.framework,
              spec.kind, config.workers, seconds, last.metric, last.val_score)
     return result
+
+
+def _hardware(config: TrainConfig, on_cluster: bool) -> str:
+    """One line on what trains (the model card's "hardware")."""
+    workers = f"{config.workers} worker process(es)"
+    if on_cluster:
+        return f"Kubernetes cluster job, {workers}"
+    gpus = get_adapter(config.framework).device_count()
+    return (f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPU(s), "
+            f"{gpus} GPU(s), {workers}")
 
 
 def log_model_choice(config: TrainConfig, spec: ModelSpec, n_params: int) -> None:

@@ -24,6 +24,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from components.errors import ConfigError, DataError
+from components.export.pyfunc_model import raw_arrays
 from components.tasks import TaskName, get_task
 
 FITTED_FILE = "transform.json"
@@ -163,13 +164,11 @@ class FittedTransform(BaseModel):
 
     def raw_arrays(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """(float64 numeric matrix with NaN for missing, object matrix of strings, '' missing)."""
-        absent = [c for c in self.raw_features if c not in frame.columns]
-        if absent:
-            raise DataError(f"raw rows lack feature columns {absent[:10]}")
-        num = frame[[f.name for f in self.numeric]].to_numpy(dtype=np.float64, na_value=np.nan)
-        cat = frame[[c.name for c in self.categorical]].astype(object)
-        cat = cat.where(cat.notna(), "").astype(str).to_numpy(dtype=object)
-        return num.reshape(len(frame), -1), cat.reshape(len(frame), -1)
+        try:
+            return raw_arrays(frame, [f.name for f in self.numeric],
+                              [c.name for c in self.categorical])
+        except ValueError as err:  # a missing column
+            raise DataError(str(err)) from None
 
     def apply(self, frame: pd.DataFrame) -> np.ndarray:
         """Transform raw rows to the float32 matrix the networks take."""

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -358,19 +359,33 @@ def load_model(model_dir: Path) -> nn.Module:
 
 
 def log_model(model: nn.Module, name: str, sample: np.ndarray) -> str:
-    """Log with MLflow's pytorch flavor (pickled module, project code bundled); return the URI.
+    """Log with MLflow's pytorch flavor; return the URI.
 
-    Requirements are given, not inferred: inference reloads the model in a
-    subprocess and took most of the push step's time. A user's model classes are
-    pickled by value (their module exists only in twinflow's code cache).
+    As a ``torch.export`` program (MLflow's "pt2": no pickle, no project code needed to
+    load it) when the network exports; otherwise pickled, with the project's code
+    bundled and a user's model classes pickled by value (their module exists only in
+    twinflow's code cache). Requirements are given, not inferred: inference reloads
+    the model in a subprocess and took most of the push step's time.
     """
+    example = sample.astype(np.float32)
+    requirements = mlflow.pytorch.get_default_pip_requirements()
+    try:
+        info = mlflow.pytorch.log_model(model.eval(), name=name, input_example=example,
+                                        serialization_format="pt2",
+                                        pip_requirements=requirements)
+    except Exception as err:  # torch.export rejects some Python control flow
+        log.warning("torch.export failed (%s: %s); logging the network pickled",
+                    type(err).__name__, str(err)[:200])
+        info = _log_pickled(model, name, example, requirements)
+    return str(info.model_uri)
+
+
+def _log_pickled(model: nn.Module, name: str, example: np.ndarray,
+                 requirements: list[str]) -> Any:
     import cloudpickle
 
     for module in user_modules():
         cloudpickle.register_pickle_by_value(module)
-    info = mlflow.pytorch.log_model(
-        model.eval(), name=name, input_example=sample.astype(np.float32),
-        code_paths=[str(_PACKAGE_DIR)], serialization_format="pickle",
-        pip_requirements=mlflow.pytorch.get_default_pip_requirements(),
-    )
-    return str(info.model_uri)
+    return mlflow.pytorch.log_model(
+        model.eval(), name=name, input_example=example, code_paths=[str(_PACKAGE_DIR)],
+        serialization_format="pickle", pip_requirements=requirements)
