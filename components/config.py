@@ -107,6 +107,17 @@ class CsvOptions(_Config):
     header: bool = Field(default=True, description="False: columns are named c0, c1, ...")
 
 
+DataFormat = Literal["auto", "csv", "parquet", "jsonl", "tfrecord", "images", "idx"]
+
+
+class ValidationLimits(_Config):
+    """When ingest's checks against a schema call the data severe (ingest and predict)."""
+
+    drift_threshold: float = Field(default=0.1, gt=0.0, le=1.0)
+    missing_spike: float = Field(default=0.1, gt=0.0, le=1.0,
+                                 description="Severe if a column's missing rate grows this much.")
+
+
 class IngestParams(SeedParams):
     """The ingest step's pipeline parameters: the data and its split."""
 
@@ -121,10 +132,10 @@ class IngestParams(SeedParams):
                                        "regression.")
 
 
-class IngestConfig(IngestParams):
+class IngestConfig(IngestParams, ValidationLimits):
     """Where the data comes from, how it is read, split, validated and run."""
 
-    format: Literal["auto", "csv", "parquet", "jsonl", "tfrecord", "images", "idx"] = "auto"
+    format: DataFormat = "auto"
     csv: CsvOptions = Field(default_factory=CsvOptions)
     split_method: Literal["random", "hash"] = Field(
         default="random", description="random: seeded hash of the row position; "
@@ -139,15 +150,25 @@ class IngestConfig(IngestParams):
     schema_source: str = Field(
         default="", description="'' = latest schema logged for this data set in the MLflow "
                                 "experiment; a path or MLflow artifact URI; 'none' = infer anew.")
-    drift_threshold: float = Field(default=0.1, gt=0.0, le=1.0)
-    missing_spike: float = Field(default=0.1, gt=0.0, le=1.0,
-                                 description="Severe if a column's missing rate grows this much.")
 
     @model_validator(mode="after")
     def _key_for_hash(self) -> IngestConfig:
         if self.split_method == "hash" and not self.key_column:
             raise ValueError("split_method 'hash' needs key_column")
         return self
+
+
+class PredictConfig(ValidationLimits):
+    """Batch scoring: which registered model, which rows, what to keep beside the answers."""
+
+    model: str = Field(min_length=1, description="Registered NAME[@alias] or NAME/VERSION.")
+    data: str = Field(min_length=1, description="A file or folder in any ingest format.")
+    format: DataFormat = "auto"
+    csv: CsvOptions = Field(default_factory=CsvOptions)
+    keep: list[str] = Field(default_factory=list,
+                            description="Input columns written beside the answers (default: "
+                                        "the row number).")
+    batch_rows: int = Field(default=65_536, ge=16, le=4_194_304)
 
 
 class RegressionLoss(StrEnum):

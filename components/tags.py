@@ -84,3 +84,4 @@ class Step(StrEnum):
     COMPRESS = "compress"
     PUSH = "push"
     COMPARE = "compare"
+    PREDICT = "predict"  # batch scoring, a pipeline of its own

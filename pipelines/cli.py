@@ -19,6 +19,7 @@ from components.errors import TwinflowError, describe_validation_error
 from components.settings import get_settings
 from pipelines.options import all_but, with_params
 from pipelines.params import PipelineParams, with_model_code
+from pipelines.predict_cmd import predict as predict_cmd
 from pipelines.serve_cmd import serve as serve_cmd
 
 if TYPE_CHECKING:
@@ -169,6 +170,31 @@ def submit(
 
 
 @app.command()
+def show(
+    run_id: Annotated[str, typer.Argument(
+        help="Parent run of a pipeline run (default: the latest).")] = "",
+    tracking_uri: TrackingOpt = "",
+) -> None:
+    """Print a pipeline run's summary again: steps, results, registered versions and
+    their model cards."""
+    from mlflow.exceptions import MlflowException
+
+    from components.tracking import configure, latest_pipeline_run
+    from pipelines.summary import collect_run, render
+
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri or get_settings().resolved_tracking_uri()
+    try:
+        configure()
+        run_id = run_id or latest_pipeline_run(get_settings().experiment) or ""
+        if not run_id:
+            raise TwinflowError(f"no pipeline run in experiment '{get_settings().experiment}'")
+        summary = collect_run(run_id)
+    except (TwinflowError, MlflowException) as err:
+        raise _fail(str(err)) from None
+    render(summary, None, _ui_command(tracking_uri))
+
+
+@app.command()
 def compare(
     run_id: Annotated[str, typer.Argument(
         help="Parent run of a --framework both run (default: the latest).")] = "",
@@ -294,6 +320,7 @@ def ui(
 
 
 app.command("serve")(serve_cmd)
+app.command("predict")(predict_cmd)
 
 if __name__ == "__main__":
     app()

@@ -15,7 +15,7 @@ import tempfile
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,34 +41,42 @@ class LocalRun:
 
 def run_local(params: PipelineParams, tracking_uri: str = "", quiet: bool = False) -> LocalRun:
     """Execute the pipeline locally; step errors are collected, not raised."""
+    from pipelines.pipeline import twinflow_pipeline
+
+    key = params.run_key or f"local-{uuid.uuid4().hex[:12]}"
+    params = params.model_copy(update={"run_key": key})
+    return run_pipeline(lambda: twinflow_pipeline(**params.as_arguments()),
+                        list(frameworks_of(params.framework)), key, params.experiment,
+                        tracking_uri, quiet)
+
+
+def run_pipeline(call: Callable[[], object], frameworks: list[str], key: str, experiment: str,
+                 tracking_uri: str = "", quiet: bool = False) -> LocalRun:
+    """Run ``call`` (a KFP pipeline function called with its arguments) through the local
+    runner, with warm step interpreters for ``frameworks``; errors collected, not raised."""
     settings = get_settings()
     uri = tracking_uri or settings.resolved_tracking_uri()
     ensure_reachable(uri)
     home = settings.home.resolve()
-    key = params.run_key or f"local-{uuid.uuid4().hex[:12]}"
-    params = params.model_copy(update={"run_key": key})
     log_file = home / "logs" / f"{key}.log" if quiet else None
-    with _step_environment(uri, params.experiment) as error_file, _output_to(log_file):
+    with _step_environment(uri, experiment) as error_file, _output_to(log_file):
         start = time.perf_counter()
-        succeeded = _execute(params, home)
+        succeeded = _execute(call, frameworks, home)
         seconds = time.perf_counter() - start
         errors = [ln for ln in error_file.read_text(encoding="utf-8").splitlines() if ln]
     return LocalRun(key, succeeded, seconds, errors, log_file)
 
 
-def _execute(params: PipelineParams, home: Path) -> bool:
+def _execute(call: Callable[[], object], frameworks: list[str], home: Path) -> bool:
     import kfp.local
-
-    from pipelines.pipeline import twinflow_pipeline
 
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False),
                    pipeline_root=str(home / "pipeline_root"), raise_on_error=True)
-    frameworks = list(frameworks_of(params.framework))
     try:
         with warnings.catch_warnings(), warm_python(frameworks) as python, \
                 _runner_python(python):
             warnings.simplefilter("ignore")  # image-name heuristics of the subprocess runner
-            twinflow_pipeline(**params.as_arguments())
+            call()
     except RuntimeError as err:
         log.debug("local pipeline failed: %s", err)
         return False

@@ -12,6 +12,7 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,38 +80,65 @@ def secret_env_platform(ir: dict[str, Any], secret: str,
     return {"platforms": {"kubernetes": {"deploymentSpec": {"executors": executors}}}}
 
 
+@dataclass(frozen=True)
+class Target:
+    """Where and how a compiled pipeline is submitted."""
+
+    tracking_uri: str
+    host: str | None = None
+    experiment: str = "twinflow"
+    token: str | None = None
+    wait: bool = False
+    timeout: float = 3600
+    poll: float = 5
+    namespace: str = "twinflow"
+    credentials_secret: str = CREDENTIALS_SECRET
+
+
 def submit(params: PipelineParams, tracking_uri: str, host: str | None = None,
            experiment: str = "twinflow", token: str | None = None, wait: bool = False,
            timeout: float = 3600, poll: float = 5, namespace: str = "twinflow",
            credentials_secret: str = CREDENTIALS_SECRET) -> SubmitResult:
-    """Compile with the steps' environment baked in, submit, optionally wait.
+    """Compile the training pipeline with the steps' environment baked in, submit,
+    optionally wait (see :func:`submit_package`)."""
+    target = Target(tracking_uri, host, experiment, token, wait, timeout, poll, namespace,
+                    credentials_secret)
+    return submit_package(lambda path: compile_pipeline(path, params), {},
+                          f"twinflow-{params.framework}", target)
+
+
+def submit_package(compile_to: Callable[[Path], Path], arguments: dict[str, Any],
+                   run_name: str, target: Target) -> SubmitResult:
+    """Compile with ``compile_to``, bake the steps' environment in, submit, maybe wait.
 
     The steps get the tracking URI, MLflow credentials from ``credentials_secret``
     (when that Secret exists in the pods' namespace; '' for none), and train
     steps launch their distributed jobs as cluster jobs in ``namespace`` (where
     the manifests' RBAC allows it).
     """
-    host = (host or os.environ.get(ENDPOINT_ENV, "")).rstrip("/")
+    host = (target.host or os.environ.get(ENDPOINT_ENV, "")).rstrip("/")
     if not host:
         raise SubmitError(f"no KFP endpoint: pass --host or set {ENDPOINT_ENV}")
-    token = token or os.environ.get(TOKEN_ENV) or None
+    token = target.token or os.environ.get(TOKEN_ENV) or None
     _check_endpoint(host, token)
     import kfp
 
     with tempfile.TemporaryDirectory() as tmp:
-        package = compile_pipeline(Path(tmp) / "pipeline.yaml", params)
-        env = {"MLFLOW_TRACKING_URI": tracking_uri, "TWINFLOW_TRAIN_BACKEND": "kubernetes",
-               "TWINFLOW_NAMESPACE": namespace}
+        package = compile_to(Path(tmp) / "pipeline.yaml")
+        env = {"MLFLOW_TRACKING_URI": target.tracking_uri,
+               "TWINFLOW_TRAIN_BACKEND": "kubernetes", "TWINFLOW_NAMESPACE": target.namespace}
         ir = with_env(yaml.safe_load(package.read_text()), env)
-        docs = [ir, secret_env_platform(ir, credentials_secret)] if credentials_secret else [ir]
+        secret = target.credentials_secret
+        docs = [ir, secret_env_platform(ir, secret)] if secret else [ir]
         package.write_text(yaml.safe_dump_all(docs, sort_keys=False))
         client = kfp.Client(host=host, existing_token=token)
         run = client.create_run_from_pipeline_package(
-            str(package), arguments={}, experiment_name=experiment,
-            run_name=f"twinflow-{params.framework}")
+            str(package), arguments=arguments, experiment_name=target.experiment,
+            run_name=run_name)
     url = f"{host}/#/runs/details/{run.run_id}"
     log.info("submitted run %s: %s", run.run_id, url)
-    state = _follow(client, run.run_id, timeout, poll) if wait else "SUBMITTED"
+    state = (_follow(client, run.run_id, target.timeout, target.poll) if target.wait
+             else "SUBMITTED")
     return SubmitResult(run.run_id, state, url)
 
 

@@ -61,8 +61,11 @@ class RunSummary:
 def collect(run_key: str, experiment: str) -> RunSummary | None:
     """Read the parent run of ``run_key`` and its step runs from MLflow."""
     run_id = find_pipeline_run(run_key, experiment)
-    if run_id is None:
-        return None
+    return None if run_id is None else collect_run(run_id)
+
+
+def collect_run(run_id: str) -> RunSummary:
+    """Read the parent run ``run_id`` and its step runs from MLflow."""
     client = MlflowClient()
     parent = client.get_run(run_id)
     children = client.search_runs([parent.info.experiment_id],
@@ -102,7 +105,7 @@ def _results(children: list[Run]) -> list[FrameworkResult]:
     return results
 
 
-def render(summary: RunSummary, wall_seconds: float, ui_command: str,
+def render(summary: RunSummary, wall_seconds: float | None, ui_command: str,
            console: Console | None = None) -> None:
     """Print the step table, the results and how to open the UI."""
     console = console or Console()
@@ -126,4 +129,5 @@ def render(summary: RunSummary, wall_seconds: float, ui_command: str,
     if summary.recommendation:
         console.print(f"[bold]comparison[/]: {summary.recommendation} "
                       f"(full report: twinflow compare {summary.run_id})")
-    console.print(f"pipeline wall time {wall_seconds:.1f}s. Open the MLflow UI: {ui_command}")
+    wall = f"pipeline wall time {wall_seconds:.1f}s. " if wall_seconds is not None else ""
+    console.print(f"{wall}Open the MLflow UI: {ui_command}")

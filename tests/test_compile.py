@@ -49,3 +49,23 @@ def test_evaluate_options_and_kfp_metrics_outputs_in_ir(tmp_path: Path) -> None:
     assert outputs["parameters"]["Output"]["parameterType"] == "BOOLEAN"
     inputs = ir["components"]["comp-evaluate"]["inputDefinitions"]
     assert {"data", "raw", "model"} == set(inputs["artifacts"])
+
+
+def test_predict_pipeline_compiles_to_one_step_on_the_frameworks_image(tmp_path: Path) -> None:
+    """Batch scoring is a KFP pipeline of its own: IR YAML with the model, data and output
+    as parameters and one step on the version's framework image (no cluster here: the
+    IR is what a KFP backend would take)."""
+    from kfp import compiler
+
+    from pipelines.predict import PIPELINE_NAME, predict_pipeline
+
+    for fw, image in (("torch", "step-torch"), ("tensorflow", "step-tensorflow")):
+        out = tmp_path / f"predict-{fw}.yaml"
+        compiler.Compiler().compile(predict_pipeline(fw), str(out))
+        ir = yaml.safe_load(out.read_text())
+        assert ir["pipelineInfo"]["name"] == PIPELINE_NAME
+        params = ir["root"]["inputDefinitions"]["parameters"]
+        assert {"model", "data", "output", "keep", "batch_rows"} <= set(params)
+        assert list(ir["root"]["dag"]["tasks"]) == ["predict"]
+        [executor] = ir["deploymentSpec"]["executors"].values()
+        assert f"/{image}:" in executor["container"]["image"]

@@ -22,7 +22,7 @@ from components.compress.variants import QualityGate, select_best
 from components.config import CompressConfig, Framework, PushConfig
 from components.data.dataset import Split, read_arrays, read_metadata
 from components.errors import DataError
-from components.export.manifest import ExportManifest
+from components.export.manifest import BATCH_DEPENDENT_VARIANTS, ExportManifest
 from components.export.raw import RAW_ENTRY, probe_rows
 from components.export.runtime import softmax
 from components.export.verify import verify_exports
@@ -124,9 +124,10 @@ def test_the_output_is_an_exports_directory(compressed: Compressed) -> None:
     transformed = FP32_ENTRIES[fw] | {manifest.preferred}
     onnx = {n for n in transformed if manifest.entries[n].format == "onnx"}
     # TFLite files are converted anew with the transform inside, except full int8 (its
-    # calibration would run again)
-    tflite = {n for n in transformed
-              if manifest.entries[n].format == "tflite" and n != "tflite_int8"}
+    # calibration would run again) and float16 (its rounding of the transform's constants
+    # fails the reload check); which variant compress chose varies with its timings
+    tflite = {n for n in transformed if manifest.entries[n].format == "tflite"
+              and manifest.entries[n].variant not in ("static_int8", "float16")}
     assert set(manifest.entries) == (transformed | {RAW_ENTRY}
                                      | {f"raw_{n}" for n in onnx | tflite})
     assert manifest.entries[manifest.preferred].variant != "fp32"
@@ -140,11 +141,12 @@ def test_the_output_is_an_exports_directory(compressed: Compressed) -> None:
         wrapped = manifest.entries[f"raw_{name}"]
         assert (wrapped.input, wrapped.format) == ("raw", manifest.entries[name].format)
         assert wrapped.variant == manifest.entries[name].variant
-    # a server loads the chosen variant with the transform inside when there is one,
-    # else the fp32 ONNX one
+    # a server loads the chosen variant with the transform inside when there is one
+    # that answers a row the same in any batch, else the fp32 ONNX one
     chosen_raw = f"raw_{manifest.preferred}"
+    batch_free = manifest.entries[manifest.preferred].variant not in BATCH_DEPENDENT_VARIANTS
     assert manifest.serving_default == (chosen_raw if chosen_raw in manifest.entries
-                                        else "raw_onnx")
+                                        and batch_free else "raw_onnx")
     table = json.loads((compressed.exports / COMPRESSION_FILE).read_text())
     assert {r["name"] for r in table["variants"]} == VARIANTS[fw]
 

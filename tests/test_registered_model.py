@@ -38,9 +38,7 @@ from components.tags import (
 )
 from components.transform.fitted import FittedTransform
 from tests.test_serve import Server
-from tests.test_tasks import nonlinear_frame
-from tests.test_transform_fit import mixed_frame
-from tests.test_user_models import CliRun, _cli_run, _records
+from tests.test_user_models import CliRun, _records
 
 FRAMEWORKS = ("torch", "tensorflow")
 pytestmark = pytest.mark.slow
@@ -52,43 +50,6 @@ def _keep_tracking_uri() -> Iterator[None]:
     previous = mlflow.get_tracking_uri()
     yield
     mlflow.set_tracking_uri(previous)
-
-
-def shop_frame(rows: int, seed: int) -> pd.DataFrame:
-    """mixed_frame plus an integer column (pandas reads it as int64)."""
-    frame = mixed_frame(rows, seed=seed)
-    frame.insert(2, "items", np.random.default_rng(seed).integers(0, 9, rows))
-    return frame
-
-
-def house_frame(rows: int, seed: int) -> pd.DataFrame:
-    """A non-linear target plus a string column that shifts it."""
-    frame = nonlinear_frame(rows, seed)
-    zone = np.random.default_rng(seed).choice(["north", "south", "east"], rows)
-    frame.insert(3, "zone", zone.astype(object))
-    frame["target"] += np.select([zone == "north", zone == "south"], [30.0, -30.0], 0.0)
-    return frame
-
-
-def _run(tmp_path_factory: pytest.TempPathFactory, name: str, frame: pd.DataFrame,
-         label: str, *args: str) -> CliRun:
-    root = tmp_path_factory.mktemp(name)
-    frame.to_csv(root / f"{name}.csv", index=False)
-    rows = pd.read_csv(root / f"{name}.csv")  # as a user reads the file back
-    return _cli_run(root, ["--framework", "both", "--data", f"{name}.csv", "--label", label,
-                           *args], rows=rows)
-
-
-@pytest.fixture(scope="module")
-def shop(tmp_path_factory: pytest.TempPathFactory) -> CliRun:
-    return _run(tmp_path_factory, "shop", shop_frame(600, seed=5), "label", "--epochs", "12",
-                "--min-accuracy", "0.6", "--slice-feature", "shape")
-
-
-@pytest.fixture(scope="module")
-def house(tmp_path_factory: pytest.TempPathFactory) -> CliRun:
-    return _run(tmp_path_factory, "house", house_frame(900, seed=4), "target",
-                "--epochs", "40")
 
 
 @pytest.fixture(params=["shop", "house"])
@@ -361,3 +322,19 @@ def test_model_card_is_on_the_version_with_the_runs_figures(shop: CliRun, fw: st
     mlflow.set_tracking_uri(shop.db)
     html = mlflow.artifacts.load_text(f"runs:/{push.info.run_id}/model_card/model_card.html")
     assert "<table" in html and meta.digest in html
+
+
+def test_show_prints_the_runs_summary_with_the_model_cards(shop: CliRun) -> None:
+    """`twinflow show` (the latest pipeline run) lists both registered versions and links
+    each one's model card."""
+    from tests.conftest import cli_env
+
+    done = subprocess.run([sys.executable, "-m", "pipelines.cli", "show"], cwd=shop.root,
+                          env=cli_env(shop.root, shop.db), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    flat = "".join(done.stdout.split())
+    for fw in FRAMEWORKS:
+        [push] = [r for r in shop.step_runs("push") if r.data.tags[FRAMEWORK_TAG] == fw]
+        assert f"shop-{fw}v" in flat
+        assert f"modelcard:runs:/{push.info.run_id}/model_card/model_card.md" in flat

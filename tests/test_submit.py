@@ -108,3 +108,27 @@ def test_cli_submit_and_wait(kfp_api: tuple[FakeKfp, str]) -> None:
     body = _run_request(api)
     root = body["pipeline_spec"]["pipeline_spec"]["root"]
     assert root["inputDefinitions"]["parameters"]["framework"]["defaultValue"] == "both"
+
+
+def test_predict_pipeline_is_submitted_with_its_arguments(
+        kfp_api: tuple[FakeKfp, str]) -> None:
+    """`twinflow predict --host`'s submission: the batch-scoring pipeline of the model's
+    framework, its arguments as the run's parameters, the steps' MLflow env baked in."""
+    from pipelines.predict import PIPELINE_NAME, compile_predict
+    from pipelines.submit import Target, submit_package
+
+    api, base = kfp_api
+    arguments = {"model": "shop-torch@champion", "data": "/data/new.csv",
+                 "output": "/data/scored.parquet", "keep": ["id"], "batch_rows": 1024,
+                 "data_format": "csv"}
+    result = submit_package(lambda path: compile_predict(path, "torch"), arguments,
+                            "twinflow-predict-shop", Target(URI, host=base, token="s3cret"))
+    assert result.state == "SUBMITTED"
+    body = _run_request(api)
+    spec = body["pipeline_spec"]["pipeline_spec"]
+    assert spec["pipelineInfo"]["name"] == PIPELINE_NAME
+    assert body["display_name"] == "twinflow-predict-shop"
+    assert body["runtime_config"]["parameters"] == arguments
+    [executor] = spec["deploymentSpec"]["executors"].values()
+    assert {"name": "MLFLOW_TRACKING_URI", "value": URI} in executor["container"]["env"]
+    assert "/step-torch:" in executor["container"]["image"]

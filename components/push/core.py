@@ -28,6 +28,7 @@ from components.data.dataset import (
     read_frame,
     read_metadata,
 )
+from components.data.schema import SCHEMA_FILE
 from components.errors import DataError, TwinflowError
 from components.export.manifest import EXPORTS_ARTIFACT_PATH, FP32, ExportManifest
 from components.frameworks import get_adapter
@@ -178,7 +179,9 @@ def _log_models(config: PushConfig, meta: DatasetMetadata, data: tuple[Path, Pat
     rows = read_frame(raw_dir, Split.TEST) if raw_dir is not None else None
     tags[MODEL_INPUT_TAG] = "raw"
     with tempfile.TemporaryDirectory(prefix="twinflow-push-") as work:
-        return log_raw_model(exports_dir, manifest, meta.source_types, rows, Path(work))
+        schema = raw_dir / SCHEMA_FILE if raw_dir is not None else None
+        return log_raw_model(exports_dir, manifest, meta.source_types, (rows, schema),
+                             Path(work))
 
 
 def _pipeline_run() -> str:

@@ -22,6 +22,7 @@ import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema, TensorSpec
 
+from components.data.schema import SCHEMA_FILE
 from components.export import pyfunc_model
 from components.export.manifest import ExportFormat, ExportManifest
 
@@ -67,9 +68,11 @@ def input_example(rows: pd.DataFrame, types: dict[str, str]) -> pd.DataFrame | N
     return frame.astype({n: _CASTS[types[n]] for n in strict}).reset_index(drop=True)
 
 
-def stage_exports(exports_dir: Path, manifest: ExportManifest, out: Path) -> Path:
+def stage_exports(exports_dir: Path, manifest: ExportManifest, out: Path,
+                  schema: Path | None = None) -> Path:
     """A copy of ``exports_dir`` holding only the serving default's raw-input entry and
-    its transform, with a manifest naming it preferred: the MLflow model's artifact."""
+    its transform, with a manifest naming it preferred: the MLflow model's artifact.
+    ``schema``: the training data's schema.json, copied in for batch scoring's checks."""
     key = manifest.raw_entry
     assert key is not None and manifest.raw_features is not None, "a raw-input entry"
     entry = manifest.entries[key]
@@ -83,6 +86,8 @@ def stage_exports(exports_dir: Path, manifest: ExportManifest, out: Path) -> Pat
             shutil.copy2(src, dst)
     manifest.model_copy(update={"entries": {key: entry}, "preferred": key,
                                 "skipped": {}}).save(out)
+    if schema is not None and schema.is_file():
+        shutil.copy2(schema, out / SCHEMA_FILE)
     return out
 
 
@@ -94,11 +99,12 @@ def _pin(package: str) -> str:
 
 
 def log_raw_model(exports_dir: Path, manifest: ExportManifest, source_types: dict[str, str],
-                  rows: pd.DataFrame | None, work: Path) -> str:
+                  raw: tuple[pd.DataFrame | None, Path | None], work: Path) -> str:
     """Log the raw-rows pyfunc (models from code, no pickle) in the active run; return its
-    URI. ``rows``: raw test rows, for the input example."""
+    URI. ``raw``: raw test rows (for the input example) and the data's schema.json."""
     assert manifest.raw_entry is not None
-    staged = stage_exports(exports_dir, manifest, work / pyfunc_model.EXPORTS_ARTIFACT)
+    rows, schema = raw
+    staged = stage_exports(exports_dir, manifest, work / pyfunc_model.EXPORTS_ARTIFACT, schema)
     types = input_types(manifest, source_types)
     fmt = manifest.entries[manifest.raw_entry].format
     info = mlflow.pyfunc.log_model(

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from components.errors import ConfigError, DataError
 from components.export.manifest import EXPORTS_ARTIFACT_PATH, MANIFEST_FILE
 from components.settings import get_settings
+
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
 
 log = logging.getLogger(__name__)
 DEFAULT_ALIAS = "champion"
@@ -31,8 +35,8 @@ def parse_model_ref(ref: str) -> tuple[str, str | None, str | None]:
     return name, alias or DEFAULT_ALIAS, None
 
 
-def download_exports(ref: str, cache: Path | None = None) -> tuple[str, Path]:
-    """Download the exports of ``ref``; return (registered model name, local directory)."""
+def find_version(ref: str) -> tuple[str, ModelVersion]:
+    """The registered version ``ref`` names: (model name, version); a clear error if none."""
     import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -48,6 +52,15 @@ def download_exports(ref: str, cache: Path | None = None) -> tuple[str, Path]:
     except MlflowException as err:
         raise DataError(f"--model {ref!r}: not in the registry at {mlflow.get_tracking_uri()} "
                         f"({err.message})") from None
+    return name, found
+
+
+def download_exports(ref: str, cache: Path | None = None) -> tuple[str, Path]:
+    """Download the exports of ``ref``; return (registered model name, local directory)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    name, found = find_version(ref)
     if not found.run_id:
         raise DataError(f"{name} version {found.version} has no run to take exports from")
     root = (cache or get_settings().home / "serving") / name / f"v{found.version}-{found.run_id}"

@@ -1,0 +1,1 @@
+"""The batch-scoring step (`twinflow predict`)."""
