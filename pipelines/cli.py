@@ -230,6 +230,11 @@ def compare(
                              else str(v) for v in row))
     out.print(rich_table)
     out.print(recommend(comparison, prefer))
+    from pipelines.summary import collect_run
+
+    for result in collect_run(run_id).results:  # pushed after the compare step ran
+        if result.card:
+            out.print(f"{result.framework} model card: {result.card}")
     if html is not None:
         html.write_text(to_html(comparison, charts(comparison), prefer), encoding="utf-8")
         out.print(f"wrote {html}")

@@ -324,17 +324,19 @@ def test_model_card_is_on_the_version_with_the_runs_figures(shop: CliRun, fw: st
     assert "<table" in html and meta.digest in html
 
 
-def test_show_prints_the_runs_summary_with_the_model_cards(shop: CliRun) -> None:
-    """`twinflow show` (the latest pipeline run) lists both registered versions and links
-    each one's model card."""
+@pytest.mark.parametrize("command", ["show", "compare"])
+def test_show_and_compare_link_the_model_cards(shop: CliRun, command: str) -> None:
+    """`twinflow show` (the latest pipeline run's summary) and `twinflow compare` (the
+    latest both-frameworks run) link each registered version's model card."""
     from tests.conftest import cli_env
 
-    done = subprocess.run([sys.executable, "-m", "pipelines.cli", "show"], cwd=shop.root,
+    done = subprocess.run([sys.executable, "-m", "pipelines.cli", command], cwd=shop.root,
                           env=cli_env(shop.root, shop.db), capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     flat = "".join(done.stdout.split())
     for fw in FRAMEWORKS:
         [push] = [r for r in shop.step_runs("push") if r.data.tags[FRAMEWORK_TAG] == fw]
-        assert f"shop-{fw}v" in flat
+        if command == "show":
+            assert f"shop-{fw}v" in flat
         assert f"modelcard:runs:/{push.info.run_id}/model_card/model_card.md" in flat
