@@ -221,9 +221,12 @@ def image_run(tmp_path_factory: pytest.TempPathFactory) -> CliRun:
     two worker processes each, one --model-name for both branches."""
     root = tmp_path_factory.mktemp("user-images")
     (root / "nets.py").write_text(NETS)
+    # --tolerance: with one --model-name the branch that evaluates second is gated
+    # against the other's fresh champion; their accuracies differ by a point either way
     return _cli_run(root, ["--framework", "both", "--workers", "2", "--epochs", "4",
                            "--min-accuracy", "0.8", "--model", "nets.py", "--model-options",
-                           '{"filters": 6}', "--model-name", "digits-user"])
+                           '{"filters": 6}', "--model-name", "digits-user",
+                           "--tolerance", "0.1"])
 
 
 def _with_package(root: Path) -> Path:
