@@ -5,6 +5,9 @@ non-linear target with a string column (``house``); both frameworks each."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,6 +15,15 @@ import pytest
 from tests.test_tasks import nonlinear_frame
 from tests.test_transform_fit import mixed_frame
 from tests.test_user_models import CliRun, _cli_run
+
+
+@pytest.fixture
+def keep_tracking_uri() -> Iterator[None]:
+    """Tests that point MLflow at a run's store put the session's URI back afterwards
+    (later modules register into it)."""
+    previous = mlflow.get_tracking_uri()
+    yield
+    mlflow.set_tracking_uri(previous)
 
 
 def shop_frame(rows: int, seed: int) -> pd.DataFrame:

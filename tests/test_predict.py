@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -22,15 +21,7 @@ from components.tags import STEP_TAG, Step
 from tests.conftest import cli_env
 from tests.test_user_models import CliRun
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True)
-def _keep_tracking_uri() -> Iterator[None]:
-    """The tests point MLflow at the run's store; later modules expect the session's."""
-    previous = mlflow.get_tracking_uri()
-    yield
-    mlflow.set_tracking_uri(previous)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("keep_tracking_uri")]
 
 
 def _predict(run: CliRun, workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +40,7 @@ from tests.test_serve import Server
 from tests.test_user_models import CliRun, _records
 
 FRAMEWORKS = ("torch", "tensorflow")
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True)
-def _keep_tracking_uri() -> Iterator[None]:
-    """The tests point MLflow at a run's store; later modules expect the session's."""
-    previous = mlflow.get_tracking_uri()
-    yield
-    mlflow.set_tracking_uri(previous)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("keep_tracking_uri")]
 
 
 @pytest.fixture(params=["shop", "house"])

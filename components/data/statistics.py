@@ -151,6 +151,13 @@ def is_numeric(dtype: pa.DataType) -> bool:
     return pa.types.is_integer(dtype) or pa.types.is_floating(dtype) or pa.types.is_boolean(dtype)
 
 
+def column_kinds(schema: pa.Schema) -> dict[str, str]:
+    """Each column's kind (numeric | categorical) from its Arrow type; a column of gaps
+    only counts as numeric. Ingest's probe and batch scoring's column check share it."""
+    return {f.name: ("numeric" if is_numeric(f.type) or pa.types.is_null(f.type)
+                     else "categorical") for f in schema}
+
+
 class StatsCombineFn(beam.CombineFn):
     """Combine record batches into per-column accumulators (output: the accumulators)."""
 

@@ -30,7 +30,7 @@ from components.data.schema import (
     raise_severe,
 )
 from components.data.sources import SKLEARN_PREFIX, load_source, source_name
-from components.data.statistics import FeatureStats, finish, is_numeric, merge_into
+from components.data.statistics import FeatureStats, column_kinds, finish, merge_into
 from components.errors import DataError
 from components.ingest import beam_pipeline, tracking
 from components.ingest.beam_pipeline import IngestPlan
@@ -138,8 +138,7 @@ def _probe(path: str, fmt: str, label: str,
     first = next(iter(batches), None)
     if first is None:
         raise DataError(f"{path}: no data rows")
-    kinds = {f.name: ("numeric" if is_numeric(f.type) or pa.types.is_null(f.type)
-                      else "categorical") for f in first.schema}
+    kinds = column_kinds(first.schema)
     if label not in kinds:
         shown = ", ".join(list(kinds)[:20])
         raise DataError(f"{path}: label column '{label}' not found; columns are: {shown}")

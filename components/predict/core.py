@@ -38,7 +38,7 @@ from components.data.schema import (
     load_schema,
     raise_severe,
 )
-from components.data.statistics import Acc, StatsCombineFn, finish, is_numeric
+from components.data.statistics import Acc, StatsCombineFn, column_kinds, finish
 from components.errors import DataError
 from components.export.pyfunc_model import EXPORTS_ARTIFACT, RawRows
 
@@ -121,8 +121,7 @@ def _check_first(batch: pa.RecordBatch, config: PredictConfig, model: RawRows,
                  schema: DataSchema | None) -> list[Anomaly]:
     """Columns known before scoring: every feature present and numbers numeric (severe
     problems raise); returns the warnings (extra columns)."""
-    found = {f.name: ("numeric" if is_numeric(f.type) or pa.types.is_null(f.type)
-                      else "categorical") for f in batch.schema}
+    found = column_kinds(batch.schema)
     absent = [k for k in config.keep if k not in found]
     if absent:
         raise DataError(f"{config.data}: --keep column(s) {absent} not in the data")
