@@ -1,0 +1,1 @@
+"""The tune step: hyperparameter search with Optuna over the real trainer."""

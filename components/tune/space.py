@@ -1,0 +1,147 @@
+"""The search space of ``twinflow run --tune search.yaml``, validated before any trial.
+
+A ``search.yaml`` declares what to tune (training parameters and the model builder's
+options), the objective (a validation metric of the task and its direction) and the
+budgets. Every mistake is one error naming the key: an unknown parameter, an empty
+range, an objective the task does not have.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from components.config import TrainParams
+from components.errors import ConfigError, describe_validation_error
+from components.tasks import get_task
+
+#: Training parameters a search may set; the model builder's options go under this prefix.
+TUNABLE = ("learning_rate", "batch_size", "epochs", "precision", "early_stopping_patience",
+           "regression_loss", "binary_logits")
+MODEL_OPTION_PREFIX = "model_options."
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Range(_Spec):
+    """A range's rules, shared by floats and integers: not empty, positive on a log scale."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _range(self) -> _Range:
+        if not self.low < self.high:
+            raise ValueError(f"empty range: low {self.low} is not below high {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0 (got {self.low})")
+        return self
+
+
+class FloatParam(_Range):
+    """A float between ``low`` and ``high``, sampled on a log scale when ``log``."""
+
+    type: Literal["float"]
+
+
+class IntParam(_Range):
+    """An integer from ``low`` to ``high`` inclusive."""
+
+    type: Literal["int"]
+    low: int
+    high: int
+
+
+class CategoricalParam(_Spec):
+    """One of ``choices`` (strings, numbers or booleans)."""
+
+    type: Literal["categorical"]
+    choices: list[str | int | float | bool] = Field(min_length=1)
+
+
+ParamSpec = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
+
+
+class Objective(_Spec):
+    """What a trial is scored by: ``val_loss`` or ``val_<the task's epoch metric>``."""
+
+    metric: str = ""  # '' = the task's validation metric
+    direction: Literal["", "maximize", "minimize"] = ""  # '' = the metric's own
+
+
+class SearchSpace(_Spec):
+    """The whole ``search.yaml``."""
+
+    params: dict[str, ParamSpec] = Field(min_length=1)
+    objective: Objective = Field(default_factory=Objective)
+    trials: int = Field(default=20, ge=1, le=10_000)
+    timeout_minutes: float = Field(default=0.0, ge=0.0, description="0 = no time budget")
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    seed: int | None = None  # None = the run's seed
+
+    @model_validator(mode="after")
+    def _known_names(self) -> SearchSpace:
+        for name in self.params:
+            if name.startswith(MODEL_OPTION_PREFIX):
+                if not name.removeprefix(MODEL_OPTION_PREFIX).isidentifier():
+                    raise ValueError(f"params.{name}: not a model option name")
+            elif name not in TUNABLE:
+                raise ValueError(f"params.{name}: unknown parameter; tune one of "
+                                 f"{', '.join(TUNABLE)} or {MODEL_OPTION_PREFIX}<option>")
+        for name, spec in self.params.items():
+            if name in TrainParams.model_fields and not isinstance(spec, CategoricalParam):
+                _check_bounds(name, spec)
+        return self
+
+    def resolved_objective(self, task: str) -> tuple[str, str]:
+        """(metric, direction) for ``task``, or ConfigError if the task has no such metric."""
+        epoch_metric = get_task(task).epoch_metric
+        lower_better = {"val_loss": True, "val_rmse": True, "val_accuracy": False}
+        known = {"val_loss", f"val_{epoch_metric}"}
+        metric = self.objective.metric or f"val_{epoch_metric}"
+        if metric not in known:
+            raise ConfigError(f"search space: objective.metric {metric!r}: the {task} task "
+                              f"reports {', '.join(sorted(known))}")
+        own = "minimize" if lower_better[metric] else "maximize"
+        return metric, self.objective.direction or own
+
+    def to_json(self) -> str:
+        """The canonical JSON that travels in the run's parameters."""
+        return self.model_dump_json()
+
+
+def _check_bounds(name: str, spec: FloatParam | IntParam) -> None:
+    """A range's ends must be values the training parameter accepts."""
+    for end in (spec.low, spec.high):
+        try:
+            TrainParams.model_validate({name: end})
+        except ValidationError as err:
+            raise ValueError(f"params.{name}: {end} is outside what {name} accepts: "
+                             f"{err.errors()[0]['msg']}") from None
+
+
+def load_space(path: Path) -> SearchSpace:
+    """Read and validate a search file; ConfigError naming the file and the key."""
+    try:
+        data: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ConfigError(f"--tune {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--tune {path}: not YAML: {err}") from None
+    return parse_space(data, str(path))
+
+
+def parse_space(data: Any, where: str) -> SearchSpace:
+    """Validate a search space given as a mapping (or its JSON text)."""
+    try:
+        if isinstance(data, str):
+            return SearchSpace.model_validate_json(data)
+        return SearchSpace.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(f"{where}: {describe_validation_error(err, 'key')}") from None

@@ -1,0 +1,119 @@
+"""The tune step's core: the search space's errors, and real Optuna studies over the real
+trainer of each framework (digits, a few trials of a few epochs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from components.config import Framework, TrainConfig
+from components.errors import ConfigError
+from components.tune.core import STATE_TAG, apply_params, run_study
+from components.tune.space import load_space, parse_space
+
+SPACE = {"params": {"learning_rate": {"type": "float", "low": 1e-4, "high": 3e-2, "log": True},
+                    "model_options.hidden": {"type": "categorical", "choices": [32, 128]}},
+         "trials": 3, "pruner": "none"}
+
+
+def test_unknown_parameter_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"params\.learnin_rate: unknown parameter"):
+        parse_space({"params": {"learnin_rate": {"type": "float", "low": 0.1, "high": 1}}},
+                    "search.yaml")
+
+
+def test_empty_range_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"params.epochs.int.*empty range"):
+        parse_space({"params": {"epochs": {"type": "int", "low": 5, "high": 5}}}, "s.yaml")
+
+
+def test_range_outside_the_parameter_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"params\.batch_size: 0 is outside"):
+        parse_space({"params": {"batch_size": {"type": "int", "low": 0, "high": 8}}}, "s.yaml")
+
+
+def test_objective_the_task_lacks() -> None:
+    space = parse_space({**SPACE, "objective": {"metric": "val_rmse"}}, "s.yaml")
+    with pytest.raises(ConfigError, match="'val_rmse': the multiclass task reports"):
+        space.resolved_objective("multiclass")
+    assert space.resolved_objective("regression") == ("val_rmse", "minimize")
+    assert parse_space(SPACE, "s").resolved_objective("binary") == ("val_accuracy", "maximize")
+
+
+def test_yaml_file_errors_name_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "search.yaml"
+    bad.write_text("params: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"search\.yaml: not YAML"):
+        load_space(bad)
+
+
+def test_model_options_merge() -> None:
+    base = TrainConfig(framework=Framework.TORCH, model_options='{"depth": 3}')
+    tuned = apply_params(base, {"learning_rate": 0.01, "model_options.width": 32})
+    assert tuned.learning_rate == 0.01
+    assert tuned.options == {"depth": 3, "width": 32}
+
+
+def test_bad_model_option_fails_before_any_trial(transformed: tuple[Path, Path],
+                                                 tmp_path: Path) -> None:
+    space = parse_space({"params": {"model_options.widht": {"type": "int", "low": 8,
+                                                              "high": 16}}}, "s")
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    with pytest.raises(ConfigError, match="does not take these options"):
+        run_study(space, TrainConfig(framework=Framework.TORCH, epochs=1), transformed[0],
+                  storage, "bad")
+    assert optuna.get_all_study_names(storage) == []
+
+
+@pytest.mark.parametrize("fw", [Framework.TORCH, Framework.TENSORFLOW])
+def test_study_runs_real_trials_and_continues(fw: Framework, transformed: tuple[Path, Path],
+                                              tmp_path: Path) -> None:
+    space = parse_space(SPACE, "s")
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    base = TrainConfig(framework=fw, epochs=2, show_progress=False)
+    with mlflow.start_run() as parent:
+        first = run_study(space.model_copy(update={"trials": 2}), base, transformed[0],
+                          storage, "s1")
+    assert first.trials_run == 2 and 0.0 < first.best_value <= 1.0
+    # A rerun with a budget of 3 continues the study: one more trial, not three.
+    with mlflow.start_run() as rerun:
+        again = run_study(space, base, transformed[0], storage, "s1")
+    assert again.trials_run == 1
+    plots = {a.path for a in MlflowClient().list_artifacts(rerun.info.run_id, "study")}
+    assert {"study/optimization_history.png", "study/parallel_coordinate.png",
+            "study/param_importances.png"} <= plots
+    assert len(optuna.load_study(study_name="s1", storage=storage).trials) == 3
+    children = MlflowClient().search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(children) == 2
+    assert all(c.data.tags[STATE_TAG] == "complete" for c in children)
+    assert all("val_accuracy" in c.data.metrics for c in children)
+
+
+def test_pruning_stops_a_bad_trial_early(transformed: tuple[Path, Path],
+                                         tmp_path: Path) -> None:
+    """Two good trials first (the median pruner's start-up), then a learning rate far too
+    small to learn anything in time: the median pruner stops it at its second epoch."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    space = parse_space({"params": {"learning_rate": {"type": "categorical",
+                                                      "choices": [3e-3, 1e-7]}},
+                         "trials": 1, "pruner": "median"}, "s")
+    base = TrainConfig(framework=Framework.TORCH, epochs=6, show_progress=False)
+    study = optuna.create_study(storage=storage, study_name="p", direction="maximize")
+    for lr in (3e-3, 3e-3, 1e-7):
+        study.enqueue_trial({"learning_rate": lr})
+    with mlflow.start_run():
+        for _ in range(3):
+            run_study(space.model_copy(update={"trials": len(study.trials) + 1}), base,
+                      transformed[0], storage, "p")
+    trials = optuna.load_study(study_name="p", storage=storage).trials
+    assert [t.state for t in trials[:2]] == [optuna.trial.TrialState.COMPLETE] * 2
+    bad = trials[2]
+    assert bad.params["learning_rate"] == 1e-7
+    assert bad.state == optuna.trial.TrialState.PRUNED
+    assert max(bad.intermediate_values) < 6  # stopped before its last epoch
