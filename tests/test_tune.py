@@ -117,3 +117,50 @@ def test_pruning_stops_a_bad_trial_early(transformed: tuple[Path, Path],
     assert bad.params["learning_rate"] == 1e-7
     assert bad.state == optuna.trial.TrialState.PRUNED
     assert max(bad.intermediate_values) < 6  # stopped before its last epoch
+
+
+KILLED_STUDY = """
+import sys
+from pathlib import Path
+from components.config import TrainConfig
+from components.tune.core import run_study
+from components.tune.space import parse_space
+space = parse_space(sys.argv[3], "s")
+run_study(space, TrainConfig(framework="torch", epochs=3, show_progress=False),
+          Path(sys.argv[1]), sys.argv[2], "killed")
+"""
+
+
+def test_a_killed_study_continues(transformed: tuple[Path, Path], tmp_path: Path) -> None:
+    """SIGKILL a real study process after its first finished trial; the rerun runs only
+    the rest of the budget, and the killed trial is not counted as finished."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    space = json.dumps({**SPACE, "trials": 3})
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_STUDY, str(transformed[0]), storage,
+                             space])
+    finished: list[optuna.trial.FrozenTrial] = []
+    deadline = time.monotonic() + 300
+    while not finished and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        if "killed" in optuna.get_all_study_names(storage):
+            trials = optuna.load_study(study_name="killed", storage=storage).trials
+            finished = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert finished, "the study process ended before its first trial finished"
+    done_before = len([t for t in optuna.load_study(study_name="killed", storage=storage).trials
+                       if t.state == optuna.trial.TrialState.COMPLETE])
+    assert done_before < 3
+    with mlflow.start_run():
+        again = run_study(parse_space(space, "s"),
+                          TrainConfig(framework=Framework.TORCH, epochs=3, show_progress=False),
+                          transformed[0], storage, "killed")
+    assert again.trials_run == 3 - done_before
+    trials = optuna.load_study(study_name="killed", storage=storage).trials
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 3
