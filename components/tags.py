@@ -40,6 +40,10 @@ TASK_REASON_TAG: Final = "twinflow.task_reason"  # why: the user's choice, or wh
 # The train step run.
 HARDWARE_TAG: Final = "twinflow.hardware"  # what trained: CPUs, GPUs, workers, or a cluster
 
+# The trial runs of a search (nested under the tune step's run).
+TUNE_TRIAL_TAG: Final = "twinflow.tune_trial"  # the Optuna trial's number
+TUNE_STATE_TAG: Final = "twinflow.tune_state"  # complete / pruned
+
 # The evaluate step run.
 BLESSED_TAG: Final = "twinflow.blessed"  # "true" / "false"
 VERDICT_TAG: Final = "twinflow.verdict"

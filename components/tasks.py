@@ -89,6 +89,8 @@ class Task:
     mlflow_model_type: ClassVar[str] = "classifier"
     #: The per-epoch metric (logged as ``<metric>`` and ``val_<metric>``).
     epoch_metric: ClassVar[str] = "accuracy"
+    #: Which way the epoch metric is better (what a search maximises or minimises).
+    epoch_higher_is_better: ClassVar[bool] = True
     #: Metrics ``--gate-metric`` may name; the first is the default.
     gate_metrics: ClassVar[tuple[GateMetric, ...]] = (ACCURACY, F1_MACRO)
     #: The test metrics a step's KFP output and the parent run show.
@@ -142,6 +144,7 @@ class Regression(Task):
     is_classifier = False
     mlflow_model_type = "regressor"
     epoch_metric = "rmse"
+    epoch_higher_is_better = False
     gate_metrics = (RMSE, MAE, R2)
     floors = (("test_r2", "min_r2"),)
     headline = ("test_rmse", "test_mae", "test_r2")

@@ -12,7 +12,8 @@ from mlflow.tracking import MlflowClient
 
 from components.config import Framework, TrainConfig
 from components.errors import ConfigError
-from components.tune.core import STATE_TAG, apply_params, run_study
+from components.tags import TUNE_STATE_TAG
+from components.tune.core import apply_params, run_study
 from components.tune.space import load_space, parse_space
 
 SPACE = {"params": {"learning_rate": {"type": "float", "low": 1e-4, "high": 3e-2, "log": True},
@@ -91,7 +92,7 @@ def test_study_runs_real_trials_and_continues(fw: Framework, transformed: tuple[
         [parent.info.experiment_id],
         filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert len(children) == 2
-    assert all(c.data.tags[STATE_TAG] == "complete" for c in children)
+    assert all(c.data.tags[TUNE_STATE_TAG] == "complete" for c in children)
     assert all("val_accuracy" in c.data.metrics for c in children)
 
 

@@ -22,6 +22,7 @@ from components.config import TrainConfig
 from components.data.dataset import Split, read_arrays, read_metadata
 from components.frameworks import get_adapter
 from components.frameworks.base import EpochMetrics, TrainContext
+from components.tags import TUNE_STATE_TAG, TUNE_TRIAL_TAG
 from components.train.model import CHECK_ROWS, check_model, model_spec
 from components.tune.plots import log_study_plots
 from components.tune.space import (
@@ -34,8 +35,6 @@ from components.tune.space import (
 
 log = logging.getLogger(__name__)
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-TRIAL_TAG = "twinflow.tune_trial"  # a trial's number, on its nested MLflow run
-STATE_TAG = "twinflow.tune_state"  # complete / pruned
 
 
 @dataclass(frozen=True)
@@ -49,16 +48,6 @@ class StudyResult:
     best_params: dict[str, Any]
     trials_run: int  # by this call (a continued study ran the rest of its budget)
     pruned: int
-
-
-def default_storage(tracking_uri: str, home: Path) -> str:
-    """An SQLite study file beside an SQLite MLflow store, else in twinflow's home."""
-    if tracking_uri.startswith("sqlite:///"):
-        folder = Path(tracking_uri.removeprefix("sqlite:///")).parent
-    else:
-        folder = home
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{(folder / 'optuna.db').resolve()}"
 
 
 def study_name(space: SearchSpace, base: TrainConfig, dataset: str) -> str:
@@ -120,13 +109,14 @@ def run_study(space: SearchSpace, base: TrainConfig, data_dir: Path, storage: st
     check_model(adapter, model_spec(check, meta), train.x[:CHECK_ROWS], base.seed)
     name = name or study_name(space, base, meta.name)
     max_epochs = int(getattr(space.params.get("epochs"), "high", base.epochs))
-    done = [t for t in _trials(storage, name) if t.state in FINISHED]
-    seed = base.seed if space.seed is None else space.seed
     study = optuna.create_study(
         storage=storage, study_name=name, load_if_exists=True,
         direction=optuna.study.StudyDirection[direction.upper()],
-        sampler=optuna.samplers.TPESampler(seed=seed + len(done)),
         pruner=_pruner(space, max_epochs))
+    done = [t for t in study.trials if t.state in FINISHED]
+    # Seeded past the finished trials: a continued study does not repeat its start-up points.
+    seed = base.seed if space.seed is None else space.seed
+    study.sampler = optuna.samplers.TPESampler(seed=seed + len(done))
     remaining = max(0, space.trials - len(done))
     log.info("study %s: %d of %d trials done, running %d", name, len(done), space.trials,
              remaining)
@@ -136,7 +126,7 @@ def run_study(space: SearchSpace, base: TrainConfig, data_dir: Path, storage: st
             update={"workers": 1, "show_progress": False, "resume": False})
         spec = model_spec(config, meta)
         with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True,
-                              tags={TRIAL_TAG: str(trial.number)}):
+                              tags={TUNE_TRIAL_TAG: str(trial.number)}):
             mlflow.log_params(trial.params)
             values: list[float] = []
 
@@ -146,11 +136,11 @@ def run_study(space: SearchSpace, base: TrainConfig, data_dir: Path, storage: st
                 values.append(logged[metric])
                 trial.report(logged[metric], m.epoch)
                 if trial.should_prune():
-                    mlflow.set_tag(STATE_TAG, "pruned")
+                    mlflow.set_tag(TUNE_STATE_TAG, "pruned")
                     raise optuna.TrialPruned(f"epoch {m.epoch}: {metric} {logged[metric]:.4f}")
 
             adapter.train(spec, train, val, config, TrainContext(), on_epoch)
-            mlflow.set_tag(STATE_TAG, "complete")
+            mlflow.set_tag(TUNE_STATE_TAG, "complete")
             return values[-1]
 
     before = len(study.trials)
@@ -163,10 +153,3 @@ def run_study(space: SearchSpace, base: TrainConfig, data_dir: Path, storage: st
     return StudyResult(name, storage, best.number, float(best.value or 0.0), best.params,
                        len(ran), sum(t.state == optuna.trial.TrialState.PRUNED for t in ran))
 
-
-def _trials(storage: str, name: str) -> list[optuna.trial.FrozenTrial]:
-    """The trials of an existing study ([] if there is none yet)."""
-    try:
-        return optuna.load_study(study_name=name, storage=storage).trials
-    except KeyError:
-        return []

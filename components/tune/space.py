@@ -95,34 +95,31 @@ class SearchSpace(_Spec):
                 raise ValueError(f"params.{name}: unknown parameter; tune one of "
                                  f"{', '.join(TUNABLE)} or {MODEL_OPTION_PREFIX}<option>")
         for name, spec in self.params.items():
-            if name in TrainParams.model_fields and not isinstance(spec, CategoricalParam):
-                _check_bounds(name, spec)
+            if name in TrainParams.model_fields:
+                _check_values(name, spec)
         return self
 
     def resolved_objective(self, task: str) -> tuple[str, str]:
         """(metric, direction) for ``task``, or ConfigError if the task has no such metric."""
-        epoch_metric = get_task(task).epoch_metric
-        lower_better = {"val_loss": True, "val_rmse": True, "val_accuracy": False}
-        known = {"val_loss", f"val_{epoch_metric}"}
-        metric = self.objective.metric or f"val_{epoch_metric}"
-        if metric not in known:
+        kind = get_task(task)
+        score = f"val_{kind.epoch_metric}"
+        higher_better = {"val_loss": False, score: kind.epoch_higher_is_better}
+        metric = self.objective.metric or score
+        if metric not in higher_better:
             raise ConfigError(f"search space: objective.metric {metric!r}: the {task} task "
-                              f"reports {', '.join(sorted(known))}")
-        own = "minimize" if lower_better[metric] else "maximize"
+                              f"reports {', '.join(sorted(higher_better))}")
+        own = "maximize" if higher_better[metric] else "minimize"
         return metric, self.objective.direction or own
 
-    def to_json(self) -> str:
-        """The canonical JSON that travels in the run's parameters."""
-        return self.model_dump_json()
 
-
-def _check_bounds(name: str, spec: FloatParam | IntParam) -> None:
-    """A range's ends must be values the training parameter accepts."""
-    for end in (spec.low, spec.high):
+def _check_values(name: str, spec: FloatParam | IntParam | CategoricalParam) -> None:
+    """A range's ends, or every choice, must be values the training parameter accepts."""
+    values = spec.choices if isinstance(spec, CategoricalParam) else [spec.low, spec.high]
+    for value in values:
         try:
-            TrainParams.model_validate({name: end})
+            TrainParams.model_validate({name: value})
         except ValidationError as err:
-            raise ValueError(f"params.{name}: {end} is outside what {name} accepts: "
+            raise ValueError(f"params.{name}: {value} is outside what {name} accepts: "
                              f"{err.errors()[0]['msg']}") from None
 
 
