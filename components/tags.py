@@ -43,6 +43,11 @@ HARDWARE_TAG: Final = "twinflow.hardware"  # what trained: CPUs, GPUs, workers, 
 # The trial runs of a search (nested under the tune step's run).
 TUNE_TRIAL_TAG: Final = "twinflow.tune_trial"  # the Optuna trial's number
 TUNE_STATE_TAG: Final = "twinflow.tune_state"  # complete / pruned
+# The tune step's run, the train run it fed, and the registered version.
+TUNE_STUDY_TAG: Final = "twinflow.tune_study"  # the Optuna study's name
+TUNE_BEST_TRIAL_TAG: Final = "twinflow.tune_best_trial"  # the winning trial's number
+TUNE_VALUE_TAG: Final = "twinflow.tune_best_value"  # "<objective metric>=<value>"
+TUNE_RUN_TAG: Final = "twinflow.tune_run"  # the tune step's MLflow run id
 
 # The evaluate step run.
 BLESSED_TAG: Final = "twinflow.blessed"  # "true" / "false"
@@ -83,6 +88,7 @@ class Step(StrEnum):
 
     INGEST = "ingest"
     TRANSFORM = "transform"
+    TUNE = "tune"  # the hyperparameter search before train
     TRAIN = "train"
     EVALUATE = "evaluate"
     COMPRESS = "compress"

@@ -122,46 +122,73 @@ def test_pruning_stops_a_bad_trial_early(transformed: tuple[Path, Path],
 
 KILLED_STUDY = """
 import sys
+import time
 from pathlib import Path
+import components.tune.core as core
 from components.config import TrainConfig
-from components.tune.core import run_study
 from components.tune.space import parse_space
+
+real_get_adapter, fits = core.get_adapter, []
+
+
+class HangsOnSecondFit:
+    # The first trial trains for real; the second announces itself and hangs, so the
+    # parent kills this process mid-trial at a known point (no race with fast trials).
+    def __init__(self, adapter):
+        self.adapter = adapter
+
+    def __getattr__(self, name):
+        return getattr(self.adapter, name)
+
+    def train(self, *args, **kwargs):
+        fits.append(1)
+        if len(fits) == 2:
+            Path(sys.argv[4]).write_text("second trial running")
+            time.sleep(600)
+        return self.adapter.train(*args, **kwargs)
+
+
+core.get_adapter = lambda framework: HangsOnSecondFit(real_get_adapter(framework))
 space = parse_space(sys.argv[3], "s")
-run_study(space, TrainConfig(framework="torch", epochs=3, show_progress=False),
-          Path(sys.argv[1]), sys.argv[2], "killed")
+core.run_study(space, TrainConfig(framework="torch", epochs=3, show_progress=False),
+               Path(sys.argv[1]), sys.argv[2], "killed")
 """
 
 
-def test_a_killed_study_continues(transformed: tuple[Path, Path], tmp_path: Path) -> None:
-    """SIGKILL a real study process after its first finished trial; the rerun runs only
-    the rest of the budget, and the killed trial is not counted as finished."""
+def test_a_killed_study_continues(transformed: tuple[Path, Path], tmp_path: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGKILL a real study process in its second trial; the rerun runs only the rest of
+    the budget, and the killed trial, left RUNNING, is marked FAILED by its stale
+    heartbeat instead of being counted."""
     import json
     import signal
     import subprocess
     import sys
     import time
 
+    from components.tune import storage as tune_storage
+
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    marker = tmp_path / "second-trial"
     space = json.dumps({**SPACE, "trials": 3})
     proc = subprocess.Popen([sys.executable, "-c", KILLED_STUDY, str(transformed[0]), storage,
-                             space])
-    finished: list[optuna.trial.FrozenTrial] = []
+                             space, str(marker)])
     deadline = time.monotonic() + 300
-    while not finished and proc.poll() is None and time.monotonic() < deadline:
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
-        if "killed" in optuna.get_all_study_names(storage):
-            trials = optuna.load_study(study_name="killed", storage=storage).trials
-            finished = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert finished, "the study process ended before its first trial finished"
-    done_before = len([t for t in optuna.load_study(study_name="killed", storage=storage).trials
-                       if t.state == optuna.trial.TrialState.COMPLETE])
-    assert done_before < 3
+    assert marker.exists(), "the study process never reached its second trial"
+    states = [t.state for t in optuna.load_study(study_name="killed", storage=storage).trials]
+    assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING]
+    monkeypatch.setattr(tune_storage, "GRACE_SECONDS", 1)
+    time.sleep(1.5)
     with mlflow.start_run():
         again = run_study(parse_space(space, "s"),
                           TrainConfig(framework=Framework.TORCH, epochs=3, show_progress=False),
                           transformed[0], storage, "killed")
-    assert again.trials_run == 3 - done_before
+    assert again.trials_run == 2
+    trials = optuna.load_study(study_name="killed", storage=storage).trials
+    assert trials[1].state == optuna.trial.TrialState.FAIL
     trials = optuna.load_study(study_name="killed", storage=storage).trials
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 3

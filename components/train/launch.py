@@ -40,28 +40,35 @@ def launch_workers(config: TrainConfig, data_dir: Path, model_dir: Path,
     args += ["--run-id", run_id] if run_id else []
     env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "PYTHONUNBUFFERED": "1"}
     plan = get_adapter(config.framework).local_launch(config.workers, args)
-    _supervise({p.name: _spawn([sys.executable, *p.argv], {**env, **p.env}) for p in plan})
+    supervise({p.name: spawn([sys.executable, *p.argv], {**env, **p.env}) for p in plan},
+              "training {name} {how}; stopped the other workers (rerun with --resume to "
+              "continue from the last checkpoint)")
 
 
-def _spawn(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+def spawn(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     log.info("starting %s", " ".join(cmd[:8]))
     return subprocess.Popen(cmd, env=env, start_new_session=True)
 
 
-def _supervise(procs: dict[str, subprocess.Popen[bytes]]) -> None:
-    """Wait for all; on the first failure stop the rest and raise naming the worker."""
-    while True:
-        codes = {name: p.poll() for name, p in procs.items()}
-        failed = [(n, c) for n, c in codes.items() if c not in (None, 0)]
-        if failed:
-            _stop(procs)
-            name, code = failed[0]
-            how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
-            raise TrainingError(f"training {name} {how}; stopped the other workers "
-                                "(rerun with --resume to continue from the last checkpoint)")
-        if all(c == 0 for c in codes.values()):
-            return
-        time.sleep(_POLL_S)
+def supervise(procs: dict[str, subprocess.Popen[bytes]], failure: str) -> None:
+    """Wait for all; on the first failure stop the rest and raise ``failure`` (formatted
+    with the worker's ``name`` and ``how`` it ended). An interrupt of this process
+    (Ctrl-C, or SIGTERM turned into an exception) stops them too: none is left behind."""
+    try:
+        while True:
+            codes = {name: p.poll() for name, p in procs.items()}
+            failed = [(n, c) for n, c in codes.items() if c not in (None, 0)]
+            if failed:
+                _stop(procs)
+                name, code = failed[0]
+                how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+                raise TrainingError(failure.format(name=name, how=how))
+            if all(c == 0 for c in codes.values()):
+                return
+            time.sleep(_POLL_S)
+    except BaseException:
+        _stop(procs)
+        raise
 
 
 def _stop(procs: dict[str, subprocess.Popen[bytes]]) -> None:

@@ -1,9 +1,13 @@
 """Run an Optuna study over the real trainer: every trial is a real fit on the train
 split, scored on the validation split, pruned by its per-epoch validation metric.
 
-The study lives in durable storage (an SQLite file beside the MLflow store by
-default, or any RDB URL), so a rerun of the same search continues it: only the
-trials still missing from the budget run.
+The study lives in durable storage (components.tune.storage), so a rerun of the
+same search continues it: only the trials still missing from the budget run. The
+work is split three ways, as the pipeline's tune steps are: :func:`prepare_study`
+(check the space against the data and the model, create or continue the study),
+:func:`run_trials` (one process's share of the trials; many may run at once, on
+one machine or in many pods, sharing the storage) and :func:`finish_study` (the
+plots and the winner). :func:`run_study` is all three in one process.
 """
 
 from __future__ import annotations
@@ -11,18 +15,21 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import optuna
+from mlflow.tracking import MlflowClient
 
 from components.config import TrainConfig
 from components.data.dataset import Split, read_arrays, read_metadata
+from components.errors import TwinflowError
 from components.frameworks import get_adapter
 from components.frameworks.base import EpochMetrics, TrainContext
 from components.tags import TUNE_STATE_TAG, TUNE_TRIAL_TAG
+from components.tracking import log_metrics_batch
 from components.train.model import CHECK_ROWS, check_model, model_spec
 from components.tune.plots import log_study_plots
 from components.tune.space import (
@@ -32,6 +39,7 @@ from components.tune.space import (
     IntParam,
     SearchSpace,
 )
+from components.tune.storage import open_storage
 
 log = logging.getLogger(__name__)
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -98,58 +106,136 @@ def _pruner(space: SearchSpace, max_epochs: int) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def run_study(space: SearchSpace, base: TrainConfig, data_dir: Path, storage: str,
-              name: str = "") -> StudyResult:
-    """Run the budget's missing trials of the study, return its best trial."""
+@dataclass(frozen=True)
+class Study:
+    """A prepared study: what to search, over what, and where it is stored."""
+
+    space: SearchSpace
+    base: TrainConfig
+    name: str
+    storage: str
+    metric: str
+    direction: str
+    remaining: int  # trials still missing from the budget when it was prepared
+
+
+class StudyError(TwinflowError):
+    """The study could not produce a winner (every trial pruned or failed)."""
+
+
+def prepare_study(space: SearchSpace, base: TrainConfig, data_dir: Path, storage: str,
+                  name: str = "") -> Study:
+    """Check the objective and the low end of the space, then create (or continue) the
+    study; a ConfigError here means no study was created and no trial ran."""
     meta = read_metadata(data_dir)
     metric, direction = space.resolved_objective(meta.task.value)
     adapter = get_adapter(base.framework)
-    train, val = read_arrays(data_dir, Split.TRAIN, meta), read_arrays(data_dir, Split.VAL, meta)
+    train = read_arrays(data_dir, Split.TRAIN, meta)
     check = apply_params(base, _first_point(space))
     check_model(adapter, model_spec(check, meta), train.x[:CHECK_ROWS], base.seed)
     name = name or study_name(space, base, meta.name)
+    study = _load(space, base, storage, name, direction)
+    remaining = max(0, space.trials - _finished(study))
+    log.info("study %s: %d of %d trials done, %d to run", name, space.trials - remaining,
+             space.trials, remaining)
+    return Study(space, base, name, storage, metric, direction, remaining)
+
+
+def _load(space: SearchSpace, base: TrainConfig, storage: str, name: str,
+          direction: str) -> optuna.Study:
     max_epochs = int(getattr(space.params.get("epochs"), "high", base.epochs))
-    study = optuna.create_study(
-        storage=storage, study_name=name, load_if_exists=True,
+    return optuna.create_study(
+        storage=open_storage(storage), study_name=name, load_if_exists=True,
         direction=optuna.study.StudyDirection[direction.upper()],
         pruner=_pruner(space, max_epochs))
-    done = [t for t in study.trials if t.state in FINISHED]
+
+
+def _finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def run_trials(study: Study, data_dir: Path, trials: int, worker: int = 0,
+               parent_run_id: str | None = None) -> tuple[int, int]:
+    """Run ``trials`` trials of ``study`` in this process; (run, pruned).
+
+    Each trial is a nested MLflow run under ``parent_run_id`` (default: the active
+    run). ``worker`` numbers the processes sharing the study: each seeds its sampler
+    apart, so parallel processes do not suggest the same points.
+    """
+    if trials <= 0:
+        return 0, 0
+    meta = read_metadata(data_dir)
+    adapter = get_adapter(study.base.framework)
+    train, val = read_arrays(data_dir, Split.TRAIN, meta), read_arrays(data_dir, Split.VAL, meta)
+    optuna_study = _load(study.space, study.base, study.storage, study.name, study.direction)
     # Seeded past the finished trials: a continued study does not repeat its start-up points.
-    seed = base.seed if space.seed is None else space.seed
-    study.sampler = optuna.samplers.TPESampler(seed=seed + len(done))
-    remaining = max(0, space.trials - len(done))
-    log.info("study %s: %d of %d trials done, running %d", name, len(done), space.trials,
-             remaining)
+    seed = study.base.seed if study.space.seed is None else study.space.seed
+    optuna_study.sampler = optuna.samplers.TPESampler(
+        seed=seed + _finished(optuna_study) + 7919 * worker)
+    parent = parent_run_id or _active_run_id()
+    experiment = MlflowClient().get_run(parent).info.experiment_id if parent else None
+    mine: list[int] = []
 
     def objective(trial: optuna.Trial) -> float:
-        config = apply_params(base, _suggest(trial, space)).model_copy(
+        mine.append(trial.number)
+        config = apply_params(study.base, _suggest(trial, study.space)).model_copy(
             update={"workers": 1, "show_progress": False, "resume": False})
-        spec = model_spec(config, meta)
-        with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True,
+        pruned: optuna.TrialPruned | None = None
+        with mlflow.start_run(run_name=f"trial-{trial.number}", experiment_id=experiment,
+                              parent_run_id=parent, nested=True,
                               tags={TUNE_TRIAL_TAG: str(trial.number)}):
             mlflow.log_params(trial.params)
             values: list[float] = []
 
             def on_epoch(m: EpochMetrics) -> None:
                 logged = m.as_metrics()
-                mlflow.log_metrics(logged, step=m.epoch)
-                values.append(logged[metric])
-                trial.report(logged[metric], m.epoch)
+                log_metrics_batch(logged, step=m.epoch)
+                values.append(logged[study.metric])
+                trial.report(logged[study.metric], m.epoch)
                 if trial.should_prune():
-                    mlflow.set_tag(TUNE_STATE_TAG, "pruned")
-                    raise optuna.TrialPruned(f"epoch {m.epoch}: {metric} {logged[metric]:.4f}")
+                    raise optuna.TrialPruned(
+                        f"epoch {m.epoch}: {study.metric} {logged[study.metric]:.4f}")
 
-            adapter.train(spec, train, val, config, TrainContext(), on_epoch)
-            mlflow.set_tag(TUNE_STATE_TAG, "complete")
-            return values[-1]
+            try:
+                adapter.train(model_spec(config, meta), train, val, config, TrainContext(),
+                              on_epoch)
+            except optuna.TrialPruned as stop:  # a pruned trial's run is FINISHED, not FAILED
+                pruned = stop
+            mlflow.set_tag(TUNE_STATE_TAG, "pruned" if pruned else "complete")
+        if pruned:
+            raise pruned
+        return values[-1]
 
-    before = len(study.trials)
-    study.optimize(objective, n_trials=remaining,
-                   timeout=space.timeout_minutes * 60 or None)
-    ran = study.trials[before:]
-    best = study.best_trial
+    optuna_study.optimize(objective, n_trials=trials,
+                          timeout=study.space.timeout_minutes * 60 or None)
+    states = [optuna_study.trials[n].state for n in mine]
+    return len(mine), states.count(optuna.trial.TrialState.PRUNED)
+
+
+def finish_study(study: Study) -> StudyResult:
+    """The study's plots on the active run, and its best trial (StudyError if none)."""
+    optuna_study = _load(study.space, study.base, study.storage, study.name, study.direction)
+    try:
+        best = optuna_study.best_trial
+    except ValueError:
+        states = [t.state.name for t in optuna_study.trials]
+        raise StudyError(f"study {study.name}: no trial completed "
+                         f"({', '.join(sorted(set(states))) or 'no trials'}); widen the space "
+                         "or relax the pruner") from None
     if mlflow.active_run() is not None:
-        log_study_plots(study)
-    return StudyResult(name, storage, best.number, float(best.value or 0.0), best.params,
-                       len(ran), sum(t.state == optuna.trial.TrialState.PRUNED for t in ran))
+        log_study_plots(optuna_study)
+    return StudyResult(study.name, study.storage, best.number, float(best.value or 0.0),
+                       best.params, 0, 0)
 
+
+def run_study(space: SearchSpace, base: TrainConfig, data_dir: Path, storage: str,
+              name: str = "") -> StudyResult:
+    """Run the budget's missing trials of the study in this process, return its best."""
+    study = prepare_study(space, base, data_dir, storage, name)
+    ran, pruned = run_trials(study, data_dir, study.remaining)
+    return replace(finish_study(study), trials_run=ran, pruned=pruned)
+
+
+def _active_run_id() -> str | None:
+    run = mlflow.active_run()
+    return run.info.run_id if run else None
