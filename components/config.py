@@ -247,6 +247,35 @@ class TrainConfig(TrainParams):
         return parsed
 
 
+def train_config_from(inputs: dict[str, Any]) -> TrainConfig:
+    """The TrainConfig of a step whose inputs are named as its fields (train, tune).
+
+    A KFP component cannot take ``**kwargs``, so such a step passes its ``locals()``:
+    the fields are picked by name, ``cluster_options`` (JSON) becomes ``cluster``.
+    """
+    fields = {k: v for k, v in inputs.items() if k in TrainConfig.model_fields}
+    if inputs.get("cluster_options"):
+        fields["cluster"] = ClusterOptions.model_validate_json(inputs["cluster_options"])
+    return TrainConfig.model_validate(fields)
+
+
+class TuneParams(_Config):
+    """The tune steps' pipeline parameters: a search before train (the tuned pipeline)."""
+
+    tune_space: str = Field(
+        default="", description="A search.yaml: search the training parameters and model "
+                                "options before training; '' = no search.")
+    tune_trials: int = Field(default=0, ge=0, le=100_000,
+                             description="Trials of the search; 0 = the search file's.")
+    tune_parallel: int = Field(default=1, ge=1, le=256,
+                               description="Trials at once (processes, over all tasks).")
+    tune_tasks: int = Field(default=1, ge=1, le=256,
+                            description="KFP tasks (pods on a cluster) the trials spread over.")
+    tune_storage: str = Field(
+        default="", description="Optuna storage URL every trial process reaches; '' = "
+                                "optuna.db beside an SQLite MLflow store.")
+
+
 class EvaluateParams(ModelNameParams):
     """The evaluate step's pipeline parameters: the blessing gate's thresholds."""
 

@@ -43,6 +43,9 @@ HARDWARE_TAG: Final = "twinflow.hardware"  # what trained: CPUs, GPUs, workers, 
 # The trial runs of a search (nested under the tune step's run).
 TUNE_TRIAL_TAG: Final = "twinflow.tune_trial"  # the Optuna trial's number
 TUNE_STATE_TAG: Final = "twinflow.tune_state"  # complete / pruned
+# The pipeline run a trial belongs to, two levels up: finishing the pipeline finds (and
+# closes) a trial left RUNNING by a killed task in one query.
+PIPELINE_ROOT_TAG: Final = "twinflow.pipeline_run"
 # The tune step's run, the train run it fed, and the registered version.
 TUNE_STUDY_TAG: Final = "twinflow.tune_study"  # the Optuna study's name
 TUNE_BEST_TRIAL_TAG: Final = "twinflow.tune_best_trial"  # the winning trial's number

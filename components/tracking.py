@@ -27,6 +27,7 @@ from components.tags import (
     FRAMEWORK_TAG,
     KIND_TAG,
     PIPELINE_KIND,
+    PIPELINE_ROOT_TAG,
     REGISTERED_MODEL_TAG,
     RUN_KEY_TAG,
     STEP_TAG,
@@ -147,7 +148,10 @@ def finish_pipeline_run(run_key: str, experiment: str, succeeded: bool, message:
     children = client.search_runs(
         [exp_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}' and "
                                 "attributes.status = 'RUNNING'")
-    for child in children:
+    deeper = client.search_runs(  # e.g. a search's trials, under the tune step's run
+        [exp_id], filter_string=f"tags.`{PIPELINE_ROOT_TAG}` = '{run_id}' and "
+                                "attributes.status = 'RUNNING'")
+    for child in [*deeper, *children]:
         client.set_terminated(child.info.run_id, RunStatus.to_string(RunStatus.FAILED))
     if message:
         client.set_tag(run_id, ERROR_TAG, message[:5000])

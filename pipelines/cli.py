@@ -18,9 +18,10 @@ from components.config import Priority
 from components.errors import TwinflowError, describe_validation_error
 from components.settings import get_settings
 from pipelines.options import all_but, with_params
-from pipelines.params import PipelineParams, with_model_code
+from pipelines.params import PipelineParams, with_model_code, with_tune_space
 from pipelines.predict_cmd import predict as predict_cmd
 from pipelines.serve_cmd import serve as serve_cmd
+from pipelines.tune_cmd import tune_app
 
 if TYPE_CHECKING:
     from pipelines.cluster import Step
@@ -31,13 +32,16 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 # Options of pipeline parameters come from PipelineParams (pipelines/options.py);
 # here only which fields each command exposes and the names that differ from them.
-FLAGS = {"framework": ("--framework", "-f"), "source": ("--data",), "model_ref": ("--model",)}
+FLAGS = {"framework": ("--framework", "-f"), "source": ("--data",), "model_ref": ("--model",),
+         "tune_space": ("--tune",), "tune_trials": ("--trials",)}
 RUN_FIELDS = all_but("checkpoint_root", "gpus_per_worker", "cluster_options", "namespace",
                      "run_key", "model_code")
 COMPILE_FIELDS = ("framework", "source", "label", "model_ref", "model_options", "epochs",
-                  "workers", "gpus_per_worker", "cluster_options")
+                  "workers", "gpus_per_worker", "cluster_options", "tune_space", "tune_trials",
+                  "tune_tasks", "tune_storage")
+TUNE_FIELDS = ("tune_space", "tune_trials", "tune_parallel", "tune_tasks", "tune_storage")
 SUBMIT_FIELDS = ("framework", "experiment", "source", "label", "model_ref", "model_options",
-                 "epochs", "workers")
+                 "epochs", "workers", *TUNE_FIELDS)
 
 TrackingOpt = Annotated[str, typer.Option(
     "--tracking-uri", envvar="MLFLOW_TRACKING_URI",
@@ -51,7 +55,7 @@ def _fail(message: str) -> typer.Exit:
 
 def _params(**values: object) -> PipelineParams:
     try:
-        return with_model_code(PipelineParams(**values))
+        return with_tune_space(with_model_code(PipelineParams(**values)))
     except ValidationError as err:
         raise _fail(describe_validation_error(err, "option")) from None
     except TwinflowError as err:
@@ -326,6 +330,7 @@ def ui(
 
 app.command("serve")(serve_cmd)
 app.command("predict")(predict_cmd)
+app.add_typer(tune_app, name="tune")
 
 if __name__ == "__main__":
     app()

@@ -41,11 +41,12 @@ class LocalRun:
 
 def run_local(params: PipelineParams, tracking_uri: str = "", quiet: bool = False) -> LocalRun:
     """Execute the pipeline locally; step errors are collected, not raised."""
-    from pipelines.pipeline import twinflow_pipeline
+    from pipelines.pipeline import pipeline_for
 
     key = params.run_key or f"local-{uuid.uuid4().hex[:12]}"
     params = params.model_copy(update={"run_key": key})
-    return run_pipeline(lambda: twinflow_pipeline(**params.as_arguments()),
+    pipeline = pipeline_for(params)
+    return run_pipeline(lambda: pipeline(**params.as_arguments()),
                         list(frameworks_of(params.framework)), key, params.experiment,
                         tracking_uri, quiet)
 

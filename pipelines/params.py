@@ -24,6 +24,7 @@ from components.config import (
     Priority,
     PushParams,
     TrainParams,
+    TuneParams,
 )
 from components.frameworks import framework_names
 
@@ -36,12 +37,12 @@ class _FrameworkParams(BaseModel):
         json_schema_extra={"choices": [*framework_names(), BOTH]})  # the CLI lists them
 
 
-class PipelineParams(PushParams, CompressParams, EvaluateParams, TrainParams, IngestParams,
-                     _FrameworkParams):
+class PipelineParams(PushParams, CompressParams, EvaluateParams, TrainParams, TuneParams,
+                     IngestParams, _FrameworkParams):
     """Every parameter of :func:`pipelines.pipeline.twinflow_pipeline`, validated.
 
     The bases are listed last step first: pydantic orders the fields from the
-    most basic class on, so they read framework, ingest, train, evaluate,
+    most basic class on, so they read framework, ingest, tune, train, evaluate,
     compress, push, then the pipeline's own below. The steps' validators (e.g.
     tolerance vs min_improvement) come along with their fields.
     """
@@ -112,3 +113,22 @@ def with_model_code(params: PipelineParams) -> PipelineParams:
     if not source:
         return params
     return params.model_copy(update={"model_ref": ref.name, "model_code": source})
+
+
+def with_tune_space(params: PipelineParams) -> PipelineParams:
+    """Read a ``--tune`` search.yaml here, on the user's machine, and validate it: the
+    space travels as JSON in the run's parameters, so a mistake fails before any step
+    runs (ConfigError naming the file and the key)."""
+    if not params.tune_space or params.tune_space.lstrip().startswith("{"):
+        return params
+    from pathlib import Path
+
+    from components.tune.space import load_space
+
+    space = load_space(Path(params.tune_space))
+    return params.model_copy(update={"tune_space": space.model_dump_json()})
+
+
+def is_tuned(params: PipelineParams) -> bool:
+    """Whether the run searches before training (the tuned pipeline's shape)."""
+    return bool(params.tune_space)

@@ -19,6 +19,8 @@ from components.tags import (
     REGISTERED_MODEL_TAG,
     STEP_TAG,
     TASK_TAG,
+    TUNE_BEST_TRIAL_TAG,
+    TUNE_VALUE_TAG,
     VERDICT_TAG,
     Step,
 )
@@ -45,6 +47,7 @@ class FrameworkResult:
     verdict: str
     model: str | None
     card: str = ""  # the registered version's model card (artifact URI)
+    tuned: str = ""  # the search's winner, when the run searched first
 
 
 @dataclass(frozen=True)
@@ -101,8 +104,29 @@ def _results(children: list[Run]) -> list[FrameworkResult]:
             fw, {k: metrics[k] for k in task.headline if k in metrics},
             None if blessed is None else blessed == "true",
             evaluation.data.tags.get(VERDICT_TAG, ""), model,
-            push.data.tags.get(MODEL_CARD_TAG, "") if push is not None else ""))
+            push.data.tags.get(MODEL_CARD_TAG, "") if push is not None else "",
+            _tuned(by_step.get((Step.TUNE, fw)))))
     return results
+
+
+def _tuned(tune: Run | None) -> str:
+    """One line on the search: which trial won, with what, out of how many."""
+    if tune is None or TUNE_BEST_TRIAL_TAG not in tune.data.tags:
+        return ""
+    m = tune.data.metrics
+    counts = ", ".join(f"{int(m[k])} {k.removeprefix('trials_')}" for k in
+                       ("trials_complete", "trials_pruned", "trials_fail") if m.get(k))
+    params = ", ".join(f"{k.removeprefix('best.')}={short_value(v)}"
+                       for k, v in sorted(tune.data.params.items()) if k.startswith("best."))
+    return (f"trial {tune.data.tags[TUNE_BEST_TRIAL_TAG]} won ({counts}): "
+            f"{tune.data.tags.get(TUNE_VALUE_TAG, '')}; {params}")
+
+
+def short_value(value: str) -> str:
+    try:
+        return f"{float(value):.4g}"
+    except ValueError:
+        return value
 
 
 def render(summary: RunSummary, wall_seconds: float | None, ui_command: str,
@@ -124,6 +148,8 @@ def render(summary: RunSummary, wall_seconds: float | None, ui_command: str,
         registered = r.model or "not registered"
         console.print(f"[bold]{r.framework}[/]: test {figures}; {verdict} ({r.verdict}); "
                       f"{registered}")
+        if r.tuned:
+            console.print(f"  tuned: {r.tuned} (twinflow tune show {summary.run_id})")
         if r.card:
             console.print(f"  model card: {r.card}")
     if summary.recommendation:

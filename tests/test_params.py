@@ -14,11 +14,11 @@ from pydantic import Field
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from components.config import EvaluateConfig, IngestConfig, PushConfig, TrainConfig
+from components.config import EvaluateConfig, IngestConfig, PushConfig, TrainConfig, TuneParams
 from pipelines.cli import COMPILE_FIELDS, FLAGS, RUN_FIELDS, SUBMIT_FIELDS, app
 from pipelines.options import all_but, with_params
 from pipelines.params import PipelineParams, pipeline_signature
-from pipelines.pipeline import twinflow_pipeline
+from pipelines.pipeline import twinflow_pipeline, twinflow_tuned_pipeline
 
 DEFAULTS = PipelineParams().as_arguments()
 
@@ -47,10 +47,14 @@ def _tasks(ir: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return [(name, task) for dag in dags for name, task in dag["tasks"].items()]
 
 
-def test_each_step_gets_the_pipeline_parameters_it_declares(tmp_path: Path) -> None:
+@pytest.mark.parametrize("tuned", [False, True], ids=["plain", "tuned"])
+def test_each_step_gets_the_pipeline_parameters_it_declares(tmp_path: Path, tuned: bool) -> None:
+    """Every field reaches a step that declares it; the tune fields only in the tuned
+    pipeline (the plain one keeps them as unused inputs, one signature for both)."""
     from kfp import compiler
 
-    compiler.Compiler().compile(twinflow_pipeline, str(tmp_path / "p.yaml"))
+    pipeline = twinflow_tuned_pipeline if tuned else twinflow_pipeline
+    compiler.Compiler().compile(pipeline, str(tmp_path / "p.yaml"))
     ir = yaml.safe_load((tmp_path / "p.yaml").read_text())
     wired = set()
     for name, task in _tasks(ir):
@@ -66,7 +70,8 @@ def test_each_step_gets_the_pipeline_parameters_it_declares(tmp_path: Path) -> N
                 continue
             assert source["componentInputParameter"] in (param, f"pipelinechannel--{param}")
             wired.add(param)
-    assert wired == set(PipelineParams.model_fields) - {"run_key"}  # run_key: client_key
+    unused = set() if tuned else set(TuneParams.model_fields)
+    assert wired == set(PipelineParams.model_fields) - {"run_key"} - unused  # run_key: client_key
 
 
 def _options(command: str) -> dict[str, Any]:

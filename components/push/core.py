@@ -56,6 +56,7 @@ from components.tags import (
     VERSION_MODEL_TAG,
     VERSION_TASK_TAG,
 )
+from components.tune.result import Tuned
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +155,8 @@ def _register(config: PushConfig, name: str, meta: DatasetMetadata,
         raise ValueError(f"push needs the '{headline}' metric from evaluate")
     tags[VERSION_MODEL_TAG] = spec.kind
     tags[VERSION_TASK_TAG] = spec.task
+    tuned = Tuned.load(model_dir)
+    tags.update(tuned.version_tags() if tuned else {})
     if spec.digest:
         tags[VERSION_MODEL_DIGEST_TAG] = spec.digest
     model_uri = _log_models(config, meta, data, model_dir, exports, tags)

@@ -22,27 +22,30 @@ from typing import Any
 import mlflow
 import optuna
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from components.config import TrainConfig
 from components.data.dataset import Split, read_arrays, read_metadata
 from components.errors import TwinflowError
 from components.frameworks import get_adapter
 from components.frameworks.base import EpochMetrics, TrainContext
-from components.tags import TUNE_STATE_TAG, TUNE_TRIAL_TAG
+from components.tags import PIPELINE_ROOT_TAG, TUNE_STATE_TAG, TUNE_TRIAL_TAG
 from components.tracking import log_metrics_batch
 from components.train.model import CHECK_ROWS, check_model, model_spec
 from components.tune.plots import log_study_plots
 from components.tune.space import (
-    MODEL_OPTION_PREFIX,
     CategoricalParam,
     FloatParam,
     IntParam,
     SearchSpace,
+    apply_params,
 )
 from components.tune.storage import open_storage
 
 log = logging.getLogger(__name__)
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+#: Logged on the tune run as trials_complete, trials_pruned, trials_fail.
+TRIAL_COUNTS = (*FINISHED, optuna.trial.TrialState.FAIL)
 
 
 @dataclass(frozen=True)
@@ -64,19 +67,6 @@ def study_name(space: SearchSpace, base: TrainConfig, dataset: str) -> str:
     key = json.dumps([space.model_dump(mode="json", exclude={"trials", "timeout_minutes"}),
                       fixed], sort_keys=True)
     return f"{dataset}-{base.framework}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
-
-
-def apply_params(base: TrainConfig, params: dict[str, Any]) -> TrainConfig:
-    """``base`` with a trial's (or the winner's) values; the model options merged in."""
-    options = dict(base.options)
-    updates: dict[str, Any] = {}
-    for name, value in params.items():
-        if name.startswith(MODEL_OPTION_PREFIX):
-            options[name.removeprefix(MODEL_OPTION_PREFIX)] = value
-        else:
-            updates[name] = value
-    data = {**base.model_dump(), **updates, "model_options": json.dumps(options)}
-    return TrainConfig.model_validate(data)
 
 
 def _suggest(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
@@ -173,7 +163,10 @@ def run_trials(study: Study, data_dir: Path, trials: int, worker: int = 0,
     optuna_study.sampler = optuna.samplers.TPESampler(
         seed=seed + _finished(optuna_study) + 7919 * worker)
     parent = parent_run_id or _active_run_id()
-    experiment = MlflowClient().get_run(parent).info.experiment_id if parent else None
+    above = MlflowClient().get_run(parent) if parent else None
+    experiment = above.info.experiment_id if above else None
+    root = above.data.tags.get(MLFLOW_PARENT_RUN_ID, parent) if above else None
+    tags = {PIPELINE_ROOT_TAG: root} if root else {}
     mine: list[int] = []
 
     def objective(trial: optuna.Trial) -> float:
@@ -183,7 +176,7 @@ def run_trials(study: Study, data_dir: Path, trials: int, worker: int = 0,
         pruned: optuna.TrialPruned | None = None
         with mlflow.start_run(run_name=f"trial-{trial.number}", experiment_id=experiment,
                               parent_run_id=parent, nested=True,
-                              tags={TUNE_TRIAL_TAG: str(trial.number)}):
+                              tags={**tags, TUNE_TRIAL_TAG: str(trial.number)}):
             mlflow.log_params(trial.params)
             values: list[float] = []
 
@@ -224,6 +217,9 @@ def finish_study(study: Study) -> StudyResult:
                          "or relax the pruner") from None
     if mlflow.active_run() is not None:
         log_study_plots(optuna_study)
+        states = [t.state.name for t in optuna_study.trials]
+        mlflow.log_metrics({f"trials_{state.name.lower()}": states.count(state.name)
+                            for state in TRIAL_COUNTS})
     return StudyResult(study.name, study.storage, best.number, float(best.value or 0.0),
                        best.params, 0, 0)
 

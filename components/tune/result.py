@@ -53,6 +53,13 @@ class Tuned(_Frozen):
     def save(self, model_dir: Path) -> None:
         (model_dir / TUNED_FILE).write_text(self.model_dump_json(indent=1), encoding="utf-8")
 
+    def record(self, model_dir: Path) -> None:
+        """Into the trained model (push tags the version from it) and onto the active run."""
+        import mlflow
+
+        self.save(model_dir)
+        mlflow.set_tags(self.version_tags())
+
     @classmethod
     def load(cls, model_dir: Path) -> Tuned | None:
         """The search behind the model in ``model_dir``, or None for an untuned model."""

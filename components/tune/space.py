@@ -8,13 +8,14 @@ range, an objective the task does not have.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from components.config import TrainParams
+from components.config import TrainConfig, TrainParams
 from components.errors import ConfigError, describe_validation_error
 from components.tasks import get_task
 
@@ -142,3 +143,16 @@ def parse_space(data: Any, where: str) -> SearchSpace:
         return SearchSpace.model_validate(data)
     except ValidationError as err:
         raise ConfigError(f"{where}: {describe_validation_error(err, 'key')}") from None
+
+
+def apply_params(base: TrainConfig, params: dict[str, Any]) -> TrainConfig:
+    """``base`` with a trial's (or the winner's) values; the model options merged in."""
+    options = dict(base.options)
+    updates: dict[str, Any] = {}
+    for name, value in params.items():
+        if name.startswith(MODEL_OPTION_PREFIX):
+            options[name.removeprefix(MODEL_OPTION_PREFIX)] = value
+        else:
+            updates[name] = value
+    data = {**base.model_dump(), **updates, "model_options": json.dumps(options)}
+    return TrainConfig.model_validate(data)
