@@ -6,7 +6,7 @@ trial Job that ``pipelines/katib.py`` writes into a Katib Experiment. It
 
 - casts every ``--param`` by the search space (an int is an int, a categorical value
   is the choice whose text it is: see :func:`choice_text`), applies the values to the
-  base training config with :func:`~components.tune.core.apply_params` and trains on
+  base training config with :func:`~components.tune.space.apply_params` and trains on
   the train split, scored on the validation split, as an Optuna trial does;
 - prints one line per epoch on stdout, ``<RFC 3339 time> epoch=1 loss=0.41 ...
   val_accuracy=0.9712 ...``: the ``<metric>=<value>`` pairs that Katib's StdOut metrics
@@ -42,6 +42,7 @@ from typing import Any, TextIO
 import mlflow
 import numpy as np
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from pydantic import ValidationError
 
 from components.config import TrainConfig
@@ -56,15 +57,15 @@ from components.errors import (
 from components.frameworks import get_adapter
 from components.frameworks.base import EpochMetrics, TrainContext
 from components.settings import get_settings
-from components.tags import TUNE_STATE_TAG, TUNE_TRIAL_TAG
+from components.tags import PIPELINE_ROOT_TAG, TUNE_STATE_TAG, TUNE_TRIAL_TAG
 from components.tracking import configure, experiment_id, log_metrics_batch
 from components.train.model import CHECK_ROWS, check_model, model_spec
-from components.tune.core import apply_params
 from components.tune.space import (
     CategoricalParam,
     FloatParam,
     IntParam,
     SearchSpace,
+    apply_params,
     parse_space,
 )
 
@@ -77,8 +78,11 @@ SIGTERM_EXIT = 128 + signal.SIGTERM
 RANGE_TOLERANCE = 1e-9
 
 
-class TrialStopped(Exception):  # noqa: N818 (not an error: how a pruned trial ends)
-    """SIGTERM arrived: Katib's early stopping (or the Job's deletion) ends the trial."""
+class TrialStopped(BaseException):
+    """SIGTERM arrived: Katib's early stopping (or the Job's deletion) ends the trial.
+
+    A BaseException, as KeyboardInterrupt is: no ``except Exception`` in the trainer or
+    in MLflow's client may swallow it."""
 
 
 def choice_text(value: str | int | float | bool) -> str:
@@ -108,7 +112,7 @@ def parse_value(name: str, spec: FloatParam | IntParam | CategoricalParam, text:
     if not spec.low - slack <= number <= spec.high + slack:
         raise ConfigError(f"--param {name}={text}: outside the space's range "
                           f"[{spec.low}, {spec.high}]")
-    number = min(max(number, spec.low), spec.high)
+    number = float(min(max(number, spec.low), spec.high))
     if isinstance(spec, IntParam):
         if not number.is_integer():
             raise ConfigError(f"--param {name}={text}: not an integer")
@@ -199,13 +203,19 @@ def run_trial(space: SearchSpace, base: TrainConfig, params: dict[str, Any], dat
     train, val = read_arrays(data_dir, Split.TRAIN, meta), read_arrays(data_dir, Split.VAL, meta)
     spec = model_spec(config, meta)
     check_model(adapter, spec, train.x[:CHECK_ROWS], config.seed)
-    client = MlflowClient()
-    experiment = (client.get_run(parent_run_id).info.experiment_id if parent_run_id
-                  else experiment_id(get_settings().experiment))
+    tags = {TUNE_TRIAL_TAG: trial_name or "katib"}
+    if parent_run_id:  # the tune run's parent (the pipeline run) closes a crashed trial
+        above = MlflowClient().get_run(parent_run_id)
+        experiment = above.info.experiment_id
+        tags[PIPELINE_ROOT_TAG] = above.data.tags.get(MLFLOW_PARENT_RUN_ID, parent_run_id)
+    else:
+        experiment = experiment_id(get_settings().experiment)
     last: dict[str, float] = {}
+    epochs: list[int] = []
+    stopped = False
     with mlflow.start_run(run_name=trial_name or None, experiment_id=experiment,
                           parent_run_id=parent_run_id or None, nested=bool(parent_run_id),
-                          tags={TUNE_TRIAL_TAG: trial_name or "katib"}) as run:
+                          tags=tags) as run:
         mlflow.log_params(params)
 
         def on_epoch(m: EpochMetrics) -> None:
@@ -213,16 +223,18 @@ def run_trial(space: SearchSpace, base: TrainConfig, params: dict[str, Any], dat
             log_metrics_batch(logged, step=m.epoch)
             print(metric_line(m), file=stream, flush=True)
             last.update(logged)
+            epochs.append(m.epoch)
 
         try:
             with _sigterm_stops():
                 adapter.train(spec, train, val, config, TrainContext(), on_epoch)
-        except TrialStopped:
-            mlflow.set_tag(TUNE_STATE_TAG, "pruned")
-            log.info("trial %s stopped early (SIGTERM) after %d epochs", run.info.run_id,
-                     int(client.get_run(run.info.run_id).data.metrics.get("epoch", 0)))
-            raise
-        mlflow.set_tag(TUNE_STATE_TAG, "complete")
+        except TrialStopped:  # a stopped trial's run is FINISHED (pruned), not FAILED
+            stopped = True
+        mlflow.set_tag(TUNE_STATE_TAG, "pruned" if stopped else "complete")
+    if stopped:
+        log.info("trial %s stopped early (SIGTERM) after %d epochs", run.info.run_id,
+                 len(epochs))
+        raise TrialStopped(f"after {len(epochs)} epochs")
     log.info("trial %s complete: %s %s", run.info.run_id, metric, last.get(metric))
     return last
 

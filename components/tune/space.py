@@ -130,8 +130,11 @@ def load_space(path: Path) -> SearchSpace:
         data: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as err:
         raise ConfigError(f"--tune {path}: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"--tune {path}: not YAML: {err}") from None
+    except yaml.YAMLError as err:  # one line: where, and what the parser expected
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"--tune {path}: not YAML{at}: {problem}") from None
     return parse_space(data, str(path))
 
 
