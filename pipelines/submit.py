@@ -101,10 +101,22 @@ def submit(params: PipelineParams, tracking_uri: str, host: str | None = None,
            credentials_secret: str = CREDENTIALS_SECRET) -> SubmitResult:
     """Compile the training pipeline with the steps' environment baked in, submit,
     optionally wait (see :func:`submit_package`)."""
+    check_tune_storage(params)
     target = Target(tracking_uri, host, experiment, token, wait, timeout, poll, namespace,
                     credentials_secret)
     return submit_package(lambda path: compile_pipeline(path, params), {},
                           f"twinflow-{params.framework}", target)
+
+
+def check_tune_storage(params: PipelineParams) -> None:
+    """On a cluster every trial pod must reach the study: a search spread over several
+    tasks needs a server database (``--tune-storage postgresql://...``), not a file in one
+    pod (SubmitError before anything is compiled)."""
+    shared = params.tune_storage and not params.tune_storage.startswith("sqlite")
+    if params.tune_space and params.tune_tasks > 1 and not shared:
+        raise SubmitError(f"--tune-tasks {params.tune_tasks}: the trial pods need one study "
+                          "storage they all reach; pass --tune-storage with a database URL "
+                          "(e.g. postgresql://user:pass@host/optuna), or --tune-tasks 1")
 
 
 def submit_package(compile_to: Callable[[Path], Path], arguments: dict[str, Any],

@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from components.config import Framework
-from pipelines.params import PipelineParams
+from pipelines.params import PipelineParams, with_tune_space
 from pipelines.submit import SubmitError, submit
 from tests.kfp_fake_server import FakeKfp
 
@@ -108,6 +110,31 @@ def test_cli_submit_and_wait(kfp_api: tuple[FakeKfp, str]) -> None:
     body = _run_request(api)
     root = body["pipeline_spec"]["pipeline_spec"]["root"]
     assert root["inputDefinitions"]["parameters"]["framework"]["defaultValue"] == "both"
+
+
+def test_a_tuned_pipeline_is_submitted_with_its_trial_loop(
+        kfp_api: tuple[FakeKfp, str], tmp_path: Path) -> None:
+    """`--tune` submits the tuned pipeline: the search compiled in, the trials a
+    ParallelFor over tune-study's batches; many trial pods need a shared storage."""
+    api, base = kfp_api
+    (tmp_path / "search.yaml").write_text(
+        "params:\n  learning_rate: {type: float, low: 0.0001, high: 0.01, log: true}\n")
+    space = with_tune_space(PipelineParams(tune_space=str(tmp_path / "search.yaml"),
+                                           tune_tasks=4))
+    with pytest.raises(SubmitError, match=r"--tune-tasks 4: .*--tune-storage"):
+        submit(space, URI, host=base, token="s3cret")
+    tuned = space.model_copy(update={"tune_storage": "postgresql://u:p@db/optuna"})
+    submit(tuned, URI, host=base, token="s3cret")
+    spec = _run_request(api)["pipeline_spec"]["pipeline_spec"]
+    assert spec["pipelineInfo"]["name"] == "twinflow-tuned"
+    defaults = spec["root"]["inputDefinitions"]["parameters"]
+    assert json.loads(defaults["tune_space"]["defaultValue"])["params"]["learning_rate"]["log"]
+    tasks = [t for c in spec["components"].values() if "dag" in c
+             for t in c["dag"]["tasks"].values()]
+    loops = [t for t in tasks if "parameterIterator" in t]
+    assert loops, "no ParallelFor over the trial batches"
+    assert all(t["parameterIterator"]["items"]["inputParameter"].startswith(
+        "pipelinechannel--tune-study") for t in loops)
 
 
 def test_predict_pipeline_is_submitted_with_its_arguments(
