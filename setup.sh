@@ -5,12 +5,16 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
-# System packages for the browser test of the MLflow UI (Debian's Chromium and its
-# driver). Installed when missing and we may (root with apt-get); else that test skips.
-if ! command -v chromedriver >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
-    && [ "$(id -u)" = 0 ]; then
+# System packages of the tests: the browser test of the MLflow UI (Debian's Chromium
+# and its driver) and the shared-store tests (Debian's PostgreSQL server, started by
+# the tests themselves). Installed when missing and we may (root with apt-get); else
+# those tests skip, saying why.
+missing=()
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium chromium-driver)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-    chromium chromium-driver >/dev/null
+    "${missing[@]}" >/dev/null
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 stamp=.venv/.twinflow-installed

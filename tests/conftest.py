@@ -18,7 +18,7 @@ from pipelines.warm_launcher import STRICT_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 # Session fixtures of real pipeline runs shared by several modules.
-pytest_plugins = ["tests.registered_runs"]
+pytest_plugins = ["tests.registered_runs", "tests.postgres"]
 SHARED = REPO.parent / "shared"
 # A warm task interpreter that fails to preload fails its tasks instead of running them
 # cold: in tests a broken preload list is a bug, not a slow run (pipelines/warm.py).

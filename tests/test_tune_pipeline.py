@@ -174,3 +174,28 @@ def test_tuned_pipeline_for_both_frameworks_then_a_rerun_continues(tmp_path: Pat
     assert len(_children(client, tune)) == 1
     study = optuna.load_study(study_name=tune.data.tags[TUNE_STUDY_TAG], storage=storage)
     assert len(study.trials) == 4
+
+
+def test_trial_processes_share_a_study_in_postgresql(transformed: tuple[Path, Path],
+                                                    postgres_url: str) -> None:
+    """The cluster's way: the study in a real PostgreSQL server that every trial process
+    (pod) reaches; two batches (two KFP tasks' worth) run at once and split the budget."""
+    space = parse_space({"params": {
+        "learning_rate": {"type": "float", "low": 3e-4, "high": 3e-2, "log": True}},
+        "trials": 4, "pruner": "none"}, "s")
+    base = TrainConfig(framework=Framework.TORCH, epochs=2, show_progress=False)
+    study = prepare_study(space, base, transformed[0], postgres_url, "shared")
+    with mlflow.start_run() as tune:
+        pass
+    batches = plan_batches(study, tune.info.run_id, parallel=2, tasks=2)
+    assert [(b.trials, b.processes) for b in batches] == [(2, 1), (2, 1)]
+    workers = [subprocess.Popen([sys.executable, "-m", "components.tune.batch", "--batch",
+                                 b.model_dump_json(), "--data", str(transformed[0]),
+                                 "--worker", str(b.index * 1000), "--trials", str(b.trials)])
+               for b in batches]
+    assert [w.wait(timeout=600) for w in workers] == [0, 0]
+    trials = optuna.load_study(study_name="shared", storage=postgres_url).trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 4
+    assert len({t.params["learning_rate"] for t in trials}) == 4
+    # A second preparation of the same study sees the budget spent: nothing left to plan.
+    assert prepare_study(space, base, transformed[0], postgres_url, "shared").remaining == 0
