@@ -7,7 +7,8 @@ user of the run can reach, and each trial's run holds its parameters and curve.
 from __future__ import annotations
 
 import os
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from mlflow.entities import Run
@@ -27,9 +28,59 @@ from components.tags import (
     TUNE_VALUE_TAG,
     Step,
 )
+from pipelines.options import with_params
 from pipelines.summary import short_value
 
-tune_app = typer.Typer(no_args_is_help=True, help="Inspect hyper-parameter searches.")
+tune_app = typer.Typer(no_args_is_help=True, help="Inspect hyper-parameter searches, or "
+                                                   "write one as a Katib Experiment.")
+KATIB_FIELDS = ("framework", "epochs", "batch_size", "learning_rate", "seed", "model_ref",
+                "model_options")
+
+
+@tune_app.command("katib")
+@with_params(KATIB_FIELDS, {"framework": ("--framework", "-f"), "model_ref": ("--model",)})
+def katib(
+    search: Annotated[Path, typer.Argument(help="The search.yaml.")],
+    data_path: Annotated[str, typer.Option(
+        help="The transformed data as the trial pods see it (a directory in the pod or an "
+             "MLflow artifact URI of a transform step's output).")],
+    task: Annotated[str, typer.Option(help="The data's task (binary, multiclass, "
+                                           "regression): picks the objective.")],
+    tracking_uri: Annotated[str, typer.Option(
+        "--tracking-uri", envvar="MLFLOW_TRACKING_URI",
+        help="MLflow tracking URI the trial pods reach.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Experiment YAML path.")
+                      ] = Path("experiment.yaml"),
+    name: Annotated[str, typer.Option(help="The Experiment's name.")] = "twinflow-search",
+    namespace: str = "twinflow",
+    parallel: Annotated[int, typer.Option(help="Trials at once.")] = 1,
+    **values: Any,
+) -> None:
+    """Write the search as a Katib Experiment (kubectl apply -f it on a cluster that
+    runs Katib): the same space, objective and budget, the trials on twinflow's image."""
+    from pydantic import ValidationError
+
+    from components.config import train_config_from
+    from components.errors import describe_validation_error
+    from components.tune.space import load_space
+    from pipelines.katib import katib_experiment, write_experiment
+    from pipelines.params import PipelineParams, with_model_code
+
+    try:
+        params = with_model_code(PipelineParams(**values))
+        base = train_config_from(params.model_dump())
+        experiment = katib_experiment(load_space(search), base, data_path, name, namespace,
+                                      parallel, tracking_uri, task=task)
+    except ValidationError as err:
+        raise _fail(describe_validation_error(err, "option")) from None
+    except TwinflowError as err:
+        raise _fail(str(err)) from None
+    Console(soft_wrap=True).print(f"wrote {write_experiment(experiment, output)}")
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"twinflow: error: {message}", err=True)
+    return typer.Exit(code=1)
 
 
 @tune_app.command("show")
@@ -60,8 +111,7 @@ def show(
         for tune in tunes:
             render(tune, console)
     except (TwinflowError, MlflowException) as err:
-        typer.echo(f"twinflow: error: {err}", err=True)
-        raise typer.Exit(code=1) from None
+        raise _fail(str(err)) from None
 
 
 def tune_runs(run_id: str) -> list[Run]:

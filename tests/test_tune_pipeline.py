@@ -199,3 +199,21 @@ def test_trial_processes_share_a_study_in_postgresql(transformed: tuple[Path, Pa
     assert len({t.params["learning_rate"] for t in trials}) == 4
     # A second preparation of the same study sees the budget spent: nothing left to plan.
     assert prepare_study(space, base, transformed[0], postgres_url, "shared").remaining == 0
+
+
+def test_tune_katib_writes_an_experiment_the_katib_models_read(tmp_path: Path) -> None:
+    from pipelines.katib import read_experiment
+
+    (tmp_path / "search.yaml").write_text(SEARCH)
+    done = _cli(tmp_path, "tune", "katib", "search.yaml", "--data-path", "/data/wine",
+                "--task", "multiclass", "--tracking-uri", "http://mlflow:5000", "-f",
+                "tensorflow", "--parallel", "2", "-o", "exp.yaml")
+    assert done.returncode == 0, done.stderr
+    spec = read_experiment(tmp_path / "exp.yaml").spec
+    assert spec is not None and (spec.max_trial_count, spec.parallel_trial_count) == (3, 2)
+    assert spec.objective is not None and spec.objective.objective_metric_name == "val_accuracy"
+    assert {p.name for p in spec.parameters or []} == {"learning-rate", "model-options-width"}
+    (tmp_path / "search.yaml").write_text("params:\n  nope: {type: int, low: 1, high: 2}\n")
+    bad = _cli(tmp_path, "tune", "katib", "search.yaml", "--data-path", "/d", "--task",
+               "multiclass", "--tracking-uri", "http://mlflow:5000")
+    assert bad.returncode == 1 and "params.nope: unknown parameter" in bad.stderr
