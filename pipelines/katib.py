@@ -13,8 +13,9 @@ written to YAML for ``kubectl apply``. The mapping:
   metric's strategy ``latest``: a trial scores its last epoch, as an Optuna trial does.
 - algorithm: ``tpe`` with ``random_state`` = the space's seed (else the run's; Katib
   wants it >= 0, so it is taken modulo 2**31). Pruner ``median`` adds early stopping
-  ``medianstop`` (``min_trials_required`` 2, ``start_step`` 2: Optuna's
-  ``MedianPruner(n_startup_trials=2, n_warmup_steps=1)``); ``none`` adds none.
+  ``medianstop`` (``min_trials_required`` 2, ``start_step`` the warm-up of Optuna's
+  ``MedianPruner(n_startup_trials=2, n_warmup_steps=median_warmup(...))``); ``none``
+  adds none.
   ``hyperband`` has no Katib early-stopping counterpart: it becomes Katib's
   ``hyperband`` *algorithm* (random sampling plus successive halving, so no TPE and no
   seed), with ``epochs`` as its resource from 1 up to the space's high end (or the base
@@ -67,7 +68,14 @@ from components.images import image
 from components.tasks import get_task
 from components.train.k8s.manifests import LABELS, SECURITY_CONTEXT
 from components.tune.katib_trial import MODULE, choice_text, parse_value
-from components.tune.space import CategoricalParam, FloatParam, IntParam, SearchSpace
+from components.tune.space import (
+    CategoricalParam,
+    FloatParam,
+    IntParam,
+    SearchSpace,
+    max_epochs,
+    median_warmup,
+)
 
 API_VERSION = "kubeflow.org/v1beta1"
 CONTAINER = "trial"  # the trial Job's container: Katib's primaryContainerName
@@ -76,7 +84,7 @@ TRIAL_NAME = "trialName"  # a trial parameter naming the Katib trial (a meta ref
 SUCCESS = 'status.conditions.#(type=="Complete")#|#(status=="True")#'
 FAILURE = 'status.conditions.#(type=="Failed")#|#(status=="True")#'
 HYPERBAND_ETA = 3
-MEDIAN_STOP = {"min_trials_required": "2", "start_step": "2"}
+MEDIAN_STOP = {"min_trials_required": "2"}  # start_step: median_warmup of the longest trial
 # Katib hands the trial command to `sh -c` as one argument; Linux caps one at 128 KiB.
 MAX_COMMAND = 100_000
 # Pod placement as the step images expect: uid/gid 1000 (images/step-*/Dockerfile).
@@ -184,7 +192,9 @@ def _search(space: SearchSpace, base: TrainConfig, parallel: int
     if space.pruner == "median":
         return space, tpe, V1beta1EarlyStoppingSpec(
             algorithm_name="medianstop", algorithm_settings=[
-                V1beta1EarlyStoppingSetting(name=k, value=v) for k, v in MEDIAN_STOP.items()])
+                V1beta1EarlyStoppingSetting(name=k, value=v) for k, v in {
+                    **MEDIAN_STOP,
+                    "start_step": str(median_warmup(max_epochs(space, base)))}.items()])
     return space, tpe, None
 
 

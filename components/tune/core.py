@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from components.errors import TwinflowError
 from components.frameworks import get_adapter
 from components.frameworks.base import EpochMetrics, TrainContext
 from components.tags import PIPELINE_ROOT_TAG, TUNE_STATE_TAG, TUNE_TRIAL_TAG
-from components.tracking import log_metrics_batch
+from components.tracking import log_epochs
 from components.train.model import CHECK_ROWS, check_model, model_spec
 from components.tune.plots import log_study_plots
 from components.tune.space import (
@@ -39,6 +40,8 @@ from components.tune.space import (
     IntParam,
     SearchSpace,
     apply_params,
+    max_epochs,
+    median_warmup,
 )
 from components.tune.storage import open_storage
 
@@ -90,7 +93,8 @@ def _first_point(space: SearchSpace) -> dict[str, Any]:
 
 def _pruner(space: SearchSpace, max_epochs: int) -> optuna.pruners.BasePruner:
     if space.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+        return optuna.pruners.MedianPruner(n_startup_trials=2,
+                                           n_warmup_steps=median_warmup(max_epochs))
     if space.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs)
     return optuna.pruners.NopPruner()
@@ -133,11 +137,10 @@ def prepare_study(space: SearchSpace, base: TrainConfig, data_dir: Path, storage
 
 def _load(space: SearchSpace, base: TrainConfig, storage: str, name: str,
           direction: str) -> optuna.Study:
-    max_epochs = int(getattr(space.params.get("epochs"), "high", base.epochs))
     return optuna.create_study(
         storage=open_storage(storage), study_name=name, load_if_exists=True,
         direction=optuna.study.StudyDirection[direction.upper()],
-        pruner=_pruner(space, max_epochs))
+        pruner=_pruner(space, max_epochs(space, base)))
 
 
 def _finished(study: optuna.Study) -> int:
@@ -168,6 +171,7 @@ def run_trials(study: Study, data_dir: Path, trials: int, worker: int = 0,
     root = above.data.tags.get(MLFLOW_PARENT_RUN_ID, parent) if above else None
     tags = {PIPELINE_ROOT_TAG: root} if root else {}
     mine: list[int] = []
+    prunes = not isinstance(optuna_study.pruner, optuna.pruners.NopPruner)
 
     def objective(trial: optuna.Trial) -> float:
         mine.append(trial.number)
@@ -179,11 +183,14 @@ def run_trials(study: Study, data_dir: Path, trials: int, worker: int = 0,
                               tags={**tags, TUNE_TRIAL_TAG: str(trial.number)}):
             mlflow.log_params(trial.params)
             values: list[float] = []
+            epochs = EpochLog()
 
             def on_epoch(m: EpochMetrics) -> None:
                 logged = m.as_metrics()
-                log_metrics_batch(logged, step=m.epoch)
+                epochs.add(logged, m.epoch)
                 values.append(logged[study.metric])
+                if not prunes:  # no pruner reads them: one storage write less per epoch
+                    return
                 trial.report(logged[study.metric], m.epoch)
                 if trial.should_prune():
                     raise optuna.TrialPruned(
@@ -194,6 +201,8 @@ def run_trials(study: Study, data_dir: Path, trials: int, worker: int = 0,
                               on_epoch)
             except optuna.TrialPruned as stop:  # a pruned trial's run is FINISHED, not FAILED
                 pruned = stop
+            finally:
+                epochs.flush()
             mlflow.set_tag(TUNE_STATE_TAG, "pruned" if pruned else "complete")
         if pruned:
             raise pruned
@@ -203,6 +212,30 @@ def run_trials(study: Study, data_dir: Path, trials: int, worker: int = 0,
                           timeout=study.space.timeout_minutes * 60 or None)
     states = [optuna_study.trials[n].state for n in mine]
     return len(mine), states.count(optuna.trial.TrialState.PRUNED)
+
+
+class EpochLog:
+    """A trial's per-epoch metrics, sent to MLflow in one request every few seconds (and
+    at the end) rather than one per epoch: a short trial's epochs take less time than
+    the request (bench/RESULTS.md, issue 20), a long one's still show as they come."""
+
+    FLUSH_SECONDS = 5.0
+    MAX_EPOCHS = 100  # MLflow takes at most 1000 metrics per request
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[dict[str, float], int]] = []
+        self._sent = time.monotonic()
+
+    def add(self, metrics: dict[str, float], epoch: int) -> None:
+        self._pending.append((metrics, epoch))
+        if (time.monotonic() - self._sent >= self.FLUSH_SECONDS
+                or len(self._pending) >= self.MAX_EPOCHS):
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            log_epochs(self._pending)
+        self._pending, self._sent = [], time.monotonic()
 
 
 def finish_study(study: Study) -> StudyResult:

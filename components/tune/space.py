@@ -159,3 +159,17 @@ def apply_params(base: TrainConfig, params: dict[str, Any]) -> TrainConfig:
             updates[name] = value
     data = {**base.model_dump(), **updates, "model_options": json.dumps(options)}
     return TrainConfig.model_validate(data)
+
+
+def max_epochs(space: SearchSpace, base: TrainConfig) -> int:
+    """The longest trial of the search: the space's epochs range, else the run's."""
+    epochs = space.params.get("epochs")
+    return int(epochs.high) if isinstance(epochs, IntParam) else base.epochs
+
+
+def median_warmup(longest: int) -> int:
+    """Epochs a trial runs before the median pruner may stop it: a third of the longest
+    trial, at least 2. Measured on digits (bench/RESULTS.md, issue 20): with no warm-up
+    most trials were stopped after epoch 1, whose accuracy mostly reflects the steps per
+    epoch (the batch size), not what the trial reaches, and the study kept trial 0."""
+    return max(2, longest // 3)
