@@ -183,16 +183,10 @@ def show(
     their model cards."""
     from mlflow.exceptions import MlflowException
 
-    from components.tracking import configure, latest_pipeline_run
-    from pipelines.summary import collect_run, render
+    from pipelines.summary import chosen_run, collect_run, render
 
-    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri or get_settings().resolved_tracking_uri()
     try:
-        configure()
-        run_id = run_id or latest_pipeline_run(get_settings().experiment) or ""
-        if not run_id:
-            raise TwinflowError(f"no pipeline run in experiment '{get_settings().experiment}'")
-        summary = collect_run(run_id)
+        summary = collect_run(chosen_run(run_id, tracking_uri))
     except (TwinflowError, MlflowException) as err:
         raise _fail(str(err)) from None
     render(summary, None, _ui_command(tracking_uri))

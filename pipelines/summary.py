@@ -61,6 +61,24 @@ class RunSummary:
     recommendation: str = ""
 
 
+def chosen_run(run_id: str, tracking_uri: str) -> str:
+    """``run_id``, or the latest pipeline run of the store at ``tracking_uri`` (default:
+    the configured one); TwinflowError when there is none. The commands that show a run
+    (show, tune show) pick it this way."""
+    import os
+
+    from components.errors import TwinflowError
+    from components.settings import get_settings
+    from components.tracking import configure, latest_pipeline_run
+
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri or get_settings().resolved_tracking_uri()
+    configure()
+    run_id = run_id or latest_pipeline_run(get_settings().experiment) or ""
+    if not run_id:
+        raise TwinflowError(f"no pipeline run in experiment '{get_settings().experiment}'")
+    return run_id
+
+
 def collect(run_key: str, experiment: str) -> RunSummary | None:
     """Read the parent run of ``run_key`` and its step runs from MLflow."""
     run_id = find_pipeline_run(run_key, experiment)

@@ -6,7 +6,6 @@ user of the run can reach, and each trial's run holds its parameters and curve.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,7 +16,6 @@ from rich.console import Console
 from rich.table import Table
 
 from components.errors import TwinflowError
-from components.settings import get_settings
 from components.tags import (
     FRAMEWORK_TAG,
     STEP_TAG,
@@ -95,14 +93,10 @@ def show(
     winner, and the study's plots."""
     from mlflow.exceptions import MlflowException
 
-    from components.tracking import configure, latest_pipeline_run
+    from pipelines.summary import chosen_run
 
-    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri or get_settings().resolved_tracking_uri()
     try:
-        configure()
-        run_id = run_id or latest_pipeline_run(get_settings().experiment) or ""
-        if not run_id:
-            raise TwinflowError(f"no pipeline run in experiment '{get_settings().experiment}'")
+        run_id = chosen_run(run_id, tracking_uri)
         tunes = tune_runs(run_id)
         if not tunes:
             raise TwinflowError(f"run {run_id} searched nothing (no tune step; run with "

@@ -8,9 +8,12 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
 
 from components.config import Framework, IngestConfig, TrainConfig
 from components.ingest.core import run_ingest
+from components.tags import KIND_TAG, PIPELINE_KIND
 from components.tracking import experiment_id
 from components.train.core import run_train
 from components.transform.core import run_transform
@@ -86,3 +89,12 @@ def cli_env(tmp_path: Path, tracking_uri: str | None = None) -> dict[str, str]:
     if tracking_uri:
         env["MLFLOW_TRACKING_URI"] = tracking_uri
     return env
+
+
+def pipeline_runs(client: MlflowClient) -> list[Run]:
+    """The parent runs of the pipeline runs in the CLI's experiment, oldest first."""
+    exp = client.get_experiment_by_name("twinflow")
+    assert exp is not None
+    return client.search_runs([exp.experiment_id],
+                              filter_string=f"tags.`{KIND_TAG}` = '{PIPELINE_KIND}'",
+                              order_by=["attributes.start_time ASC"])

@@ -18,13 +18,11 @@ from components.tags import (
     ACCURACY_TAG,
     BLESSED_TAG,
     COMPRESSION_VARIANT_TAG,
-    KIND_TAG,
-    PIPELINE_KIND,
     STEP_TAG,
     VERDICT_TAG,
     VERSION_FRAMEWORK_TAG,
 )
-from tests.conftest import cli_env
+from tests.conftest import cli_env, pipeline_runs
 
 pytestmark = pytest.mark.slow
 STEPS = ["ingest", "transform", "train", "evaluate", "compress", "push"]
@@ -34,14 +32,6 @@ def _run(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "-q", *args],
                           cwd=workdir, env=cli_env(workdir), capture_output=True, text=True,
                           timeout=900)
-
-
-def _pipeline_runs(client: MlflowClient) -> list[Run]:
-    exp = client.get_experiment_by_name("twinflow")
-    assert exp is not None
-    return client.search_runs([exp.experiment_id],
-                              filter_string=f"tags.`{KIND_TAG}` = '{PIPELINE_KIND}'",
-                              order_by=["attributes.start_time ASC"])
 
 
 def _kfp_evaluate_outputs(workdir: Path) -> list[dict[str, dict]]:
@@ -72,7 +62,7 @@ def test_pipeline_registers_champion_then_refuses_a_worse_model(
     assert "blessed" in first.stdout and f"digits-{framework} v1 @champion" in first.stdout
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / '.twinflow' / 'mlflow.db'}")
-    [parent] = _pipeline_runs(client)
+    [parent] = pipeline_runs(client)
     assert parent.info.status == "FINISHED"
     children = _children(client, parent)
     assert sorted(children) == sorted(STEPS)
@@ -106,7 +96,7 @@ def test_pipeline_registers_champion_then_refuses_a_worse_model(
     assert "not blessed" in worse.stdout and "misses champion v1 accuracy" in " ".join(
         worse.stdout.split())
     assert _kfp_evaluate_outputs(tmp_path)[-1]["metrics"]["blessed"] == 0.0
-    second = _pipeline_runs(client)[-1]
+    second = pipeline_runs(client)[-1]
     steps = _children(client, second)
     assert "push" not in steps
     assert steps["evaluate"].data.tags[BLESSED_TAG] == "false"

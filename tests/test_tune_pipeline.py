@@ -19,8 +19,6 @@ from mlflow.tracking import MlflowClient
 from components.config import Framework, TrainConfig
 from components.tags import (
     FRAMEWORK_TAG,
-    KIND_TAG,
-    PIPELINE_KIND,
     PIPELINE_ROOT_TAG,
     STEP_TAG,
     TUNE_BEST_TRIAL_TAG,
@@ -33,7 +31,7 @@ from components.tune.batch import plan_batches, run_batch, split
 from components.tune.core import prepare_study
 from components.tune.result import TUNED_FILE
 from components.tune.space import parse_space
-from tests.conftest import cli_env
+from tests.conftest import cli_env, pipeline_runs
 
 SEARCH = """\
 params:
@@ -117,14 +115,6 @@ def test_a_bad_search_file_fails_before_any_step(tmp_path: Path, text: str,
     assert not (tmp_path / ".twinflow" / "pipeline_root").exists()  # no step ran
 
 
-def _pipeline_runs(client: MlflowClient) -> list[Run]:
-    exp = client.get_experiment_by_name("twinflow")
-    assert exp is not None
-    return client.search_runs([exp.experiment_id],
-                              filter_string=f"tags.`{KIND_TAG}` = '{PIPELINE_KIND}'",
-                              order_by=["attributes.start_time ASC"])
-
-
 def _steps(client: MlflowClient, parent: Run) -> dict[tuple[str, str], Run]:
     return {(r.data.tags[STEP_TAG], r.data.tags.get(FRAMEWORK_TAG, "")): r
             for r in _children(client, parent)}
@@ -139,7 +129,7 @@ def test_tuned_pipeline_for_both_frameworks_then_a_rerun_continues(tmp_path: Pat
     assert first.returncode == 0, first.stderr[-3000:]
     assert first.stdout.count("tuned: trial") == 2, first.stdout
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / '.twinflow' / 'mlflow.db'}")
-    [parent] = _pipeline_runs(client)
+    [parent] = pipeline_runs(client)
     steps = _steps(client, parent)
     studies = set()
     for fw in ("torch", "tensorflow"):
@@ -170,7 +160,7 @@ def test_tuned_pipeline_for_both_frameworks_then_a_rerun_continues(tmp_path: Pat
     again = _cli(tmp_path, "run", "-q", "--framework", "torch", "--data", "sklearn:wine",
                  "--epochs", "3", "--tune", "search.yaml", "--trials", "4", timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
-    tune = _steps(client, _pipeline_runs(client)[-1])[(Step.TUNE, "torch")]
+    tune = _steps(client, pipeline_runs(client)[-1])[(Step.TUNE, "torch")]
     assert len(_children(client, tune)) == 1
     study = optuna.load_study(study_name=tune.data.tags[TUNE_STUDY_TAG], storage=storage)
     assert len(study.trials) == 4

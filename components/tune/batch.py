@@ -18,9 +18,10 @@ import sys
 from pathlib import Path
 
 from components.config import TrainConfig
+from components.data.dataset import read_metadata
 from components.errors import configure_logging
 from components.train.launch import spawn, supervise
-from components.tune.core import Study, prepare_study, run_trials
+from components.tune.core import Study, run_trials
 from components.tune.result import TuneBatch
 from components.tune.space import SearchSpace
 
@@ -48,10 +49,12 @@ def plan_batches(study: Study, tune_run_id: str, parallel: int, tasks: int) -> l
 
 
 def batch_study(batch: TuneBatch, data_dir: Path) -> Study:
-    """The prepared study a batch belongs to (re-checked against the data: cheap)."""
-    return prepare_study(SearchSpace.model_validate_json(batch.space),
-                         TrainConfig.model_validate_json(batch.base), data_dir, batch.storage,
-                         batch.study)
+    """The study a batch belongs to, as tune-study prepared it: the space and the model
+    were checked there, so only the objective is read again (from the data's task)."""
+    space = SearchSpace.model_validate_json(batch.space)
+    metric, direction = space.resolved_objective(read_metadata(data_dir).task.value)
+    return Study(space, TrainConfig.model_validate_json(batch.base), batch.study,
+                 batch.storage, metric, direction, batch.trials)
 
 
 def run_batch(batch: TuneBatch, data_dir: Path) -> None:
