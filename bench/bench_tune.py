@@ -10,13 +10,13 @@ same run, per framework:
    the same space and seed with pruner "none" gives a third row: what the median
    pruner's early stops cost (the epochs after which it stopped trials are printed).
 2. ``overhead``: trials per minute of ``run_study`` (one nested MLflow run per
-   trial, per-epoch metrics, SQLite Optuna storage with heartbeats, the study's
-   plots at the end; pruner "none", so every trial trains every epoch) against a
-   plain hand-written Optuna loop: ``optuna.create_study()`` in memory, the same
-   seeded TPE sampler, the same parameters suggested in the same order, objective
-   = the adapter's ``train()`` returning the last validation accuracy, no MLflow.
-   Both clocks start before the splits are read. Ratio = run_study trials/min /
-   plain trials/min (goal >= 0.9x).
+   trial written from the recorder's thread, per-epoch metrics, the default Optuna
+   storage (a journal file), the study's plots at the end; pruner "none", so every
+   trial trains every epoch) against a plain hand-written Optuna loop:
+   ``optuna.create_study()`` in memory, the same seeded TPE sampler, the same
+   parameters suggested in the same order, objective = the adapter's ``train()``
+   returning the last validation accuracy, no MLflow. Both clocks start before the
+   splits are read. Ratio = run_study trials/min / plain trials/min (goal >= 0.9x).
 
 The search space: ``learning_rate`` (float, log, 1e-4 to 3e-2), ``batch_size``
 (categorical 16/32/64/128) and the width option of the data set's default model
@@ -24,7 +24,7 @@ The search space: ``learning_rate`` (float, log, 1e-4 to 3e-2), ``batch_size``
 for the tabular sets; 32/64/128/256).
 
 Everything runs in a temporary folder: its own MLflow SQLite store and artifact
-root, its own Optuna SQLite files; the user's store is not touched.
+root, its own Optuna journal files; the user's store is not touched.
 
 Run with ``OMP_NUM_THREADS=1`` (see bench/common.py: PyTorch's 2 OpenMP threads stall
 each other on a shared 2-core machine). The defaults take about 6.5 minutes on a quiet
@@ -61,6 +61,7 @@ from components.tracking import experiment_id
 from components.train.model import model_spec
 from components.tune.core import StudyResult, run_study
 from components.tune.space import SearchSpace, apply_params, parse_space
+from components.tune.storage import open_storage
 
 DATASETS = ("digits", "wine", "breast_cancer", "iris")  # sklearn built-ins, classification
 LEARNING_RATE = (1e-4, 3e-2)
@@ -98,12 +99,12 @@ def quality(fw: str, data: Path, kind: str, tmp: Path, args: argparse.Namespace)
     rows: dict[str, tuple[TrainConfig, Any]] = {"default": (base, twinflow_fit(base, data)[0])}
     for pruner in ("median", "none"):
         space = search_space(kind, args.trials, pruner)
-        storage, name = sqlite(tmp / f"quality-{fw}-{pruner}.db"), f"quality-{fw}-{pruner}"
+        storage, name = str(tmp / f"quality-{fw}-{pruner}.log"), f"quality-{fw}-{pruner}"
         start = time.perf_counter()
         with mlflow.start_run(run_name=f"bench-tune-quality-{fw}-{pruner}"):
             result = run_study(space, base, data, storage, name)
         seconds = time.perf_counter() - start
-        trials = optuna.load_study(study_name=name, storage=storage).trials
+        trials = optuna.load_study(study_name=name, storage=open_storage(storage)).trials
         stops = Counter(max(t.intermediate_values) for t in trials
                         if t.state == optuna.trial.TrialState.PRUNED)
         print(f"\n{fw}, pruner {pruner}: {result.trials_run} trials in {seconds:.0f} s, "
@@ -140,13 +141,14 @@ class Timed:
 
 def tuned_side(fw: str, data: Path, space: SearchSpace, base: TrainConfig, tmp: Path,
                tag: str) -> Timed:
-    """``run_study`` as the tune step calls it, in an MLflow run, SQLite storage."""
-    storage = sqlite(tmp / f"overhead-{fw}-{tag}.db")
+    """``run_study`` as the tune step calls it: in an MLflow run, journal-file storage."""
+    storage = str(tmp / f"overhead-{fw}-{tag}.log")  # the default kind: a journal file
     with mlflow.start_run(run_name=f"bench-tune-overhead-{fw}-{tag}"):
         start = time.perf_counter()
         result: StudyResult = run_study(space, base, data, storage, f"overhead-{fw}-{tag}")
         seconds = time.perf_counter() - start
-    trials = optuna.load_study(study_name=f"overhead-{fw}-{tag}", storage=storage).trials
+    trials = optuna.load_study(study_name=f"overhead-{fw}-{tag}",
+                               storage=open_storage(storage)).trials
     return Timed(60 * result.trials_run / seconds, [t.params for t in trials],
                  [float(t.value or 0.0) for t in trials])
 

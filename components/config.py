@@ -272,8 +272,10 @@ class TuneParams(_Config):
     tune_tasks: int = Field(default=1, ge=1, le=256,
                             description="KFP tasks (pods on a cluster) the trials spread over.")
     tune_storage: str = Field(
-        default="", description="Optuna storage URL every trial process reaches; '' = "
-                                "optuna.db beside an SQLite MLflow store.")
+        default="", description="Where the study lives, reached by every trial process: "
+                                "a journal file path, or a database URL (sqlite:///..., "
+                                "postgresql://...); '' = optuna-journal.log beside an "
+                                "SQLite MLflow store.")
 
 
 class EvaluateParams(ModelNameParams):

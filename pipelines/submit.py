@@ -21,6 +21,7 @@ import requests
 import yaml
 
 from components.errors import TwinflowError
+from components.tune.storage import store_for
 from pipelines.compile import compile_pipeline
 from pipelines.params import PipelineParams
 
@@ -112,7 +113,7 @@ def check_tune_storage(params: PipelineParams) -> None:
     """On a cluster every trial pod must reach the study: a search spread over several
     tasks needs a server database (``--tune-storage postgresql://...``), not a file in one
     pod (SubmitError before anything is compiled)."""
-    shared = params.tune_storage and not params.tune_storage.startswith("sqlite")
+    shared = bool(params.tune_storage) and store_for(params.tune_storage).shared
     if params.tune_space and params.tune_tasks > 1 and not shared:
         raise SubmitError(f"--tune-tasks {params.tune_tasks}: the trial pods need one study "
                           "storage they all reach; pass --tune-storage with a database URL "

@@ -121,8 +121,10 @@ def test_a_tuned_pipeline_is_submitted_with_its_trial_loop(
         "params:\n  learning_rate: {type: float, low: 0.0001, high: 0.01, log: true}\n")
     space = with_tune_space(PipelineParams(tune_space=str(tmp_path / "search.yaml"),
                                            tune_tasks=4))
-    with pytest.raises(SubmitError, match=r"--tune-tasks 4: .*--tune-storage"):
-        submit(space, URI, host=base, token="s3cret")
+    for one_pod in ("", "/data/optuna-journal.log", "sqlite:////data/optuna.db"):
+        with pytest.raises(SubmitError, match=r"--tune-tasks 4: .*--tune-storage"):
+            submit(space.model_copy(update={"tune_storage": one_pod}), URI, host=base,
+                   token="s3cret")
     tuned = space.model_copy(update={"tune_storage": "postgresql://u:p@db/optuna"})
     submit(tuned, URI, host=base, token="s3cret")
     spec = _run_request(api)["pipeline_spec"]["pipeline_spec"]

@@ -15,6 +15,7 @@ from components.errors import ConfigError
 from components.tags import TUNE_STATE_TAG
 from components.tune.core import apply_params, run_study
 from components.tune.space import load_space, parse_space
+from components.tune.storage import open_storage
 
 SPACE = {"params": {"learning_rate": {"type": "float", "low": 1e-4, "high": 3e-2, "log": True},
                     "model_options.hidden": {"type": "categorical", "choices": [32, 128]}},
@@ -67,14 +68,14 @@ def test_bad_model_option_fails_before_any_trial(transformed: tuple[Path, Path],
     with pytest.raises(ConfigError, match="does not take these options"):
         run_study(space, TrainConfig(framework=Framework.TORCH, epochs=1), transformed[0],
                   storage, "bad")
-    assert optuna.get_all_study_names(storage) == []
+    assert optuna.get_all_study_names(open_storage(storage)) == []
 
 
 @pytest.mark.parametrize("fw", [Framework.TORCH, Framework.TENSORFLOW])
 def test_study_runs_real_trials_and_continues(fw: Framework, transformed: tuple[Path, Path],
                                               tmp_path: Path) -> None:
     space = parse_space(SPACE, "s")
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    storage = str(tmp_path / "optuna-journal.log")  # the default kind
     base = TrainConfig(framework=fw, epochs=2, show_progress=False)
     with mlflow.start_run() as parent:
         first = run_study(space.model_copy(update={"trials": 2}), base, transformed[0],
@@ -87,13 +88,34 @@ def test_study_runs_real_trials_and_continues(fw: Framework, transformed: tuple[
     plots = {a.path for a in MlflowClient().list_artifacts(rerun.info.run_id, "study")}
     assert {"study/optimization_history.png", "study/parallel_coordinate.png",
             "study/param_importances.png"} <= plots
-    assert len(optuna.load_study(study_name="s1", storage=storage).trials) == 3
+    assert len(optuna.load_study(study_name="s1", storage=open_storage(storage)).trials) == 3
     children = MlflowClient().search_runs(
         [parent.info.experiment_id],
         filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert len(children) == 2
     assert all(c.data.tags[TUNE_STATE_TAG] == "complete" for c in children)
     assert all("val_accuracy" in c.data.metrics for c in children)
+    # Written from the recorder's thread: params, every epoch, the true times, FINISHED.
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert child.info.start_time < child.info.end_time
+        assert set(child.data.params) == set(SPACE["params"])
+        history = MlflowClient().get_metric_history(child.info.run_id, "val_accuracy")
+        assert [m.step for m in history] == [1, 2]
+
+
+def test_a_failed_trial_run_write_fails_the_trials(tmp_path: Path) -> None:
+    """A tracking write that fails in the recorder's thread is raised in the trial
+    process (at its next write or at close), and no later write is attempted."""
+    from mlflow.exceptions import MlflowException
+
+    from components.tune.record import TrialRecorder, TrialRun
+
+    with mlflow.start_run() as parent:
+        recorder = TrialRecorder(parent.info.experiment_id, parent.info.run_id, {})
+        recorder.epochs(TrialRun("gone", run_id="0" * 32), [({"loss": 1.0}, 1)])
+        with pytest.raises(MlflowException):
+            recorder.close()
 
 
 def test_pruning_stops_a_bad_trial_early(transformed: tuple[Path, Path],
@@ -155,11 +177,13 @@ core.run_study(space, TrainConfig(framework="torch", epochs=3, show_progress=Fal
 """
 
 
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
 def test_a_killed_study_continues(transformed: tuple[Path, Path], tmp_path: Path,
-                                  monkeypatch: pytest.MonkeyPatch) -> None:
+                                  monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
     """SIGKILL a real study process in its second trial; the rerun runs only the rest of
-    the budget, and the killed trial, left RUNNING, is marked FAILED by its stale
-    heartbeat instead of being counted."""
+    the budget, and the killed trial, left RUNNING, is marked FAILED instead of being
+    counted: in the journal file because its owner process is gone, in SQLite because
+    its heartbeat went stale."""
     import json
     import signal
     import subprocess
@@ -168,7 +192,8 @@ def test_a_killed_study_continues(transformed: tuple[Path, Path], tmp_path: Path
 
     from components.tune import storage as tune_storage
 
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    storage = (str(tmp_path / "optuna-journal.log") if kind == "journal"
+               else f"sqlite:///{tmp_path / 'optuna.db'}")
     marker = tmp_path / "second-trial"
     space = json.dumps({**SPACE, "trials": 3})
     proc = subprocess.Popen([sys.executable, "-c", KILLED_STUDY, str(transformed[0]), storage,
@@ -179,16 +204,36 @@ def test_a_killed_study_continues(transformed: tuple[Path, Path], tmp_path: Path
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert marker.exists(), "the study process never reached its second trial"
-    states = [t.state for t in optuna.load_study(study_name="killed", storage=storage).trials]
-    assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING]
-    monkeypatch.setattr(tune_storage, "GRACE_SECONDS", 1)
-    time.sleep(1.5)
+
+    def states() -> list[optuna.trial.TrialState]:
+        study = optuna.load_study(study_name="killed",
+                                  storage=tune_storage.open_storage(storage))
+        return [t.state for t in study.trials]
+
+    assert states() == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING]
+    if kind == "sqlite":
+        monkeypatch.setattr(tune_storage, "GRACE_SECONDS", 1)
+        time.sleep(1.5)
     with mlflow.start_run():
         again = run_study(parse_space(space, "s"),
                           TrainConfig(framework=Framework.TORCH, epochs=3, show_progress=False),
                           transformed[0], storage, "killed")
     assert again.trials_run == 2
-    trials = optuna.load_study(study_name="killed", storage=storage).trials
-    assert trials[1].state == optuna.trial.TrialState.FAIL
-    trials = optuna.load_study(study_name="killed", storage=storage).trials
-    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 3
+    assert states()[1] == optuna.trial.TrialState.FAIL
+    assert states().count(optuna.trial.TrialState.COMPLETE) == 3
+
+
+def test_a_running_trial_of_a_live_process_is_left_alone(tmp_path: Path) -> None:
+    """Only a trial whose owner is gone is failed: one owned by a live process (this
+    one), by an unknown host, or by no recorded owner stays RUNNING."""
+    from components.tune.storage import OWNER_ATTR, store_for
+
+    store = store_for(str(tmp_path / "journal.log"))
+    backend = store.open()
+    study = optuna.create_study(storage=backend, study_name="live")
+    mine, elsewhere, unowned = study.ask(), study.ask(), study.ask()
+    store.claim(mine)
+    elsewhere.set_user_attr(OWNER_ATTR, "another-host:1:0.00")
+    store.fail_dead(study, backend)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.RUNNING] * 3
+    assert unowned.number == 2

@@ -31,6 +31,7 @@ from components.tune.batch import plan_batches, run_batch, split
 from components.tune.core import prepare_study
 from components.tune.result import TUNED_FILE
 from components.tune.space import parse_space
+from components.tune.storage import STUDY_FILE, open_storage
 from tests.conftest import cli_env, pipeline_runs
 
 SEARCH = """\
@@ -53,10 +54,10 @@ def _children(client: MlflowClient, run: Run, extra: str = "") -> list[Run]:
 
 def test_a_batch_runs_its_trials_in_parallel_processes(transformed: tuple[Path, Path],
                                                       tmp_path: Path) -> None:
-    """Two real trial processes share one SQLite study: four trials, each a nested run
-    of the tune run, the two processes' trials overlapping in time and not repeating
-    each other's points."""
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    """Two real trial processes share one study in a journal file (the default kind):
+    four trials, each a nested run of the tune run, the two processes' trials
+    overlapping in time and not repeating each other's points."""
+    storage = str(tmp_path / STUDY_FILE)
     space = parse_space({"params": {
         "learning_rate": {"type": "float", "low": 3e-4, "high": 3e-2, "log": True},
         "batch_size": {"type": "categorical", "choices": [16, 32, 64]}},
@@ -68,7 +69,7 @@ def test_a_batch_runs_its_trials_in_parallel_processes(transformed: tuple[Path, 
     [batch] = plan_batches(study, tune.info.run_id, parallel=2, tasks=1)
     assert (batch.trials, batch.processes) == (4, 2)
     run_batch(batch, transformed[0])
-    trials = optuna.load_study(study_name="parallel", storage=storage).trials
+    trials = optuna.load_study(study_name="parallel", storage=open_storage(storage)).trials
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 4
     assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 4
     spans = sorted((t.datetime_start, t.datetime_complete) for t in trials)
@@ -149,7 +150,7 @@ def test_tuned_pipeline_for_both_frameworks_then_a_rerun_continues(tmp_path: Pat
         assert version.tags[TUNE_STUDY_TAG] == tune.data.tags[TUNE_STUDY_TAG]
         assert version.tags[TUNE_BEST_TRIAL_TAG] == best
         studies.add(tune.data.tags[TUNE_STUDY_TAG])
-    storage = f"sqlite:///{tmp_path / '.twinflow' / 'optuna.db'}"
+    storage = open_storage(str(tmp_path / ".twinflow" / STUDY_FILE))  # the default
     assert set(optuna.get_all_study_names(storage)) == studies
     assert list((tmp_path / ".twinflow" / "pipeline_root").glob(f"*/train*/model/{TUNED_FILE}"))
     shown = _cli(tmp_path, "tune", "show")

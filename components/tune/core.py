@@ -15,7 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ import mlflow
 import optuna
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from optuna.storages import BaseStorage
 
 from components.config import TrainConfig
 from components.data.dataset import Split, read_arrays, read_metadata
@@ -31,9 +34,9 @@ from components.errors import TwinflowError
 from components.frameworks import get_adapter
 from components.frameworks.base import EpochMetrics, TrainContext
 from components.tags import PIPELINE_ROOT_TAG, TUNE_STATE_TAG, TUNE_TRIAL_TAG
-from components.tracking import log_epochs
 from components.train.model import CHECK_ROWS, check_model, model_spec
-from components.tune.plots import log_study_plots
+from components.tune.plots import log_study_plots, warm_plots
+from components.tune.record import TrialRecorder
 from components.tune.space import (
     CategoricalParam,
     FloatParam,
@@ -43,7 +46,7 @@ from components.tune.space import (
     max_epochs,
     median_warmup,
 )
-from components.tune.storage import open_storage
+from components.tune.storage import Store, open_storage, store_for
 
 log = logging.getLogger(__name__)
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -127,20 +130,23 @@ def prepare_study(space: SearchSpace, base: TrainConfig, data_dir: Path, storage
     train = read_arrays(data_dir, Split.TRAIN, meta)
     check = apply_params(base, _first_point(space))
     check_model(adapter, model_spec(check, meta), train.x[:CHECK_ROWS], base.seed)
-    name = name or study_name(space, base, meta.name)
-    study = _load(space, base, storage, name, direction)
-    remaining = max(0, space.trials - _finished(study))
-    log.info("study %s: %d of %d trials done, %d to run", name, space.trials - remaining,
-             space.trials, remaining)
-    return Study(space, base, name, storage, metric, direction, remaining)
+    study = Study(space, base, name or study_name(space, base, meta.name), storage, metric,
+                  direction, 0)
+    store = store_for(storage)
+    backend = store.open()
+    optuna_study = _load(study, backend)
+    store.fail_dead(optuna_study, backend)  # left RUNNING by a killed earlier run
+    remaining = max(0, space.trials - _finished(optuna_study))
+    log.info("study %s: %d of %d trials done, %d to run", study.name,
+             space.trials - remaining, space.trials, remaining)
+    return replace(study, remaining=remaining)
 
 
-def _load(space: SearchSpace, base: TrainConfig, storage: str, name: str,
-          direction: str) -> optuna.Study:
+def _load(study: Study, storage: BaseStorage) -> optuna.Study:
     return optuna.create_study(
-        storage=open_storage(storage), study_name=name, load_if_exists=True,
-        direction=optuna.study.StudyDirection[direction.upper()],
-        pruner=_pruner(space, max_epochs(space, base)))
+        storage=storage, study_name=study.name, load_if_exists=True,
+        direction=optuna.study.StudyDirection[study.direction.upper()],
+        pruner=_pruner(study.space, max_epochs(study.space, study.base)))
 
 
 def _finished(study: optuna.Study) -> int:
@@ -152,66 +158,88 @@ def run_trials(study: Study, data_dir: Path, trials: int, worker: int = 0,
     """Run ``trials`` trials of ``study`` in this process; (run, pruned).
 
     Each trial is a nested MLflow run under ``parent_run_id`` (default: the active
-    run). ``worker`` numbers the processes sharing the study: each seeds its sampler
-    apart, so parallel processes do not suggest the same points.
+    run), written from a background thread (components.tune.record). ``worker`` numbers
+    the processes sharing the study: each seeds its sampler apart, so parallel
+    processes do not suggest the same points.
     """
     if trials <= 0:
         return 0, 0
     meta = read_metadata(data_dir)
-    adapter = get_adapter(study.base.framework)
     train, val = read_arrays(data_dir, Split.TRAIN, meta), read_arrays(data_dir, Split.VAL, meta)
-    optuna_study = _load(study.space, study.base, study.storage, study.name, study.direction)
+    store = store_for(study.storage)
+    optuna_study = _load(study, store.open())
     # Seeded past the finished trials: a continued study does not repeat its start-up points.
     seed = study.base.seed if study.space.seed is None else study.space.seed
     optuna_study.sampler = optuna.samplers.TPESampler(
         seed=seed + _finished(optuna_study) + 7919 * worker)
-    parent = parent_run_id or _active_run_id()
-    above = MlflowClient().get_run(parent) if parent else None
-    experiment = above.info.experiment_id if above else None
-    root = above.data.tags.get(MLFLOW_PARENT_RUN_ID, parent) if above else None
-    tags = {PIPELINE_ROOT_TAG: root} if root else {}
-    mine: list[int] = []
-    prunes = not isinstance(optuna_study.pruner, optuna.pruners.NopPruner)
+    recorder = _recorder(parent_run_id or _active_run_id())
+    objective = _Objective(study, store, recorder, meta, (train, val))
+    try:
+        optuna_study.optimize(objective, n_trials=trials,
+                              timeout=study.space.timeout_minutes * 60 or None)
+    finally:
+        recorder.close()
+    states = [optuna_study.trials[n].state for n in objective.numbers]
+    return len(objective.numbers), states.count(optuna.trial.TrialState.PRUNED)
 
-    def objective(trial: optuna.Trial) -> float:
-        mine.append(trial.number)
-        config = apply_params(study.base, _suggest(trial, study.space)).model_copy(
+
+def _recorder(parent: str | None) -> TrialRecorder:
+    """Trial runs nest under ``parent`` and carry the pipeline run's id (its parent)."""
+    if not parent:
+        return TrialRecorder(_current_experiment(), None, {})
+    above = MlflowClient().get_run(parent)
+    root = above.data.tags.get(MLFLOW_PARENT_RUN_ID, parent)
+    return TrialRecorder(above.info.experiment_id, parent, {PIPELINE_ROOT_TAG: root})
+
+
+class _Objective:
+    """One trial: the suggested config trained by the real trainer, its run recorded,
+    its last validation metric the value (pruned by the per-epoch one if a pruner
+    reads it)."""
+
+    def __init__(self, study: Study, store: Store, recorder: TrialRecorder, meta: Any,
+                 splits: tuple[Any, Any]) -> None:
+        self.study, self.store, self.recorder, self.meta = study, store, recorder, meta
+        self.splits = splits
+        self.adapter = get_adapter(study.base.framework)
+        self.numbers: list[int] = []
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        self.numbers.append(trial.number)
+        self.store.claim(trial)
+        config = apply_params(self.study.base, _suggest(trial, self.study.space)).model_copy(
             update={"workers": 1, "show_progress": False, "resume": False})
-        pruned: optuna.TrialPruned | None = None
-        with mlflow.start_run(run_name=f"trial-{trial.number}", experiment_id=experiment,
-                              parent_run_id=parent, nested=True,
-                              tags={**tags, TUNE_TRIAL_TAG: str(trial.number)}):
-            mlflow.log_params(trial.params)
-            values: list[float] = []
-            epochs = EpochLog()
+        run = self.recorder.start(f"trial-{trial.number}", {TUNE_TRIAL_TAG: str(trial.number)},
+                                  trial.params)
+        epochs = EpochLog(lambda batch: self.recorder.epochs(run, batch))
+        values: list[float] = []
+        prunes = not isinstance(trial.study.pruner, optuna.pruners.NopPruner)
+        metric = self.study.metric
 
-            def on_epoch(m: EpochMetrics) -> None:
-                logged = m.as_metrics()
-                epochs.add(logged, m.epoch)
-                values.append(logged[study.metric])
-                if not prunes:  # no pruner reads them: one storage write less per epoch
-                    return
-                trial.report(logged[study.metric], m.epoch)
-                if trial.should_prune():
-                    raise optuna.TrialPruned(
-                        f"epoch {m.epoch}: {study.metric} {logged[study.metric]:.4f}")
+        def on_epoch(m: EpochMetrics) -> None:
+            logged = m.as_metrics()
+            epochs.add(logged, m.epoch)
+            values.append(logged[metric])
+            if not prunes:  # no pruner reads them: one storage write less per epoch
+                return
+            trial.report(logged[metric], m.epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"epoch {m.epoch}: {metric} {logged[metric]:.4f}")
 
-            try:
-                adapter.train(model_spec(config, meta), train, val, config, TrainContext(),
-                              on_epoch)
-            except optuna.TrialPruned as stop:  # a pruned trial's run is FINISHED, not FAILED
-                pruned = stop
-            finally:
-                epochs.flush()
-            mlflow.set_tag(TUNE_STATE_TAG, "pruned" if pruned else "complete")
-        if pruned:
-            raise pruned
+        state = "complete"
+        try:
+            self.adapter.train(model_spec(config, self.meta), *self.splits, config,
+                               TrainContext(), on_epoch)
+        except optuna.TrialPruned:  # a pruned trial's run is FINISHED, not FAILED
+            state = "pruned"
+            raise
+        except BaseException:
+            state = "failed"
+            raise
+        finally:
+            self.recorder.end(run, {TUNE_STATE_TAG: state} if state != "failed" else {},
+                              failed=state == "failed", epochs=epochs.take())
         return values[-1]
-
-    optuna_study.optimize(objective, n_trials=trials,
-                          timeout=study.space.timeout_minutes * 60 or None)
-    states = [optuna_study.trials[n].state for n in mine]
-    return len(mine), states.count(optuna.trial.TrialState.PRUNED)
 
 
 class EpochLog:
@@ -222,7 +250,8 @@ class EpochLog:
     FLUSH_SECONDS = 5.0
     MAX_EPOCHS = 100  # MLflow takes at most 1000 metrics per request
 
-    def __init__(self) -> None:
+    def __init__(self, send: Callable[[list[tuple[dict[str, float], int]]], None]) -> None:
+        self._send = send
         self._pending: list[tuple[dict[str, float], int]] = []
         self._sent = time.monotonic()
 
@@ -234,13 +263,17 @@ class EpochLog:
 
     def flush(self) -> None:
         if self._pending:
-            log_epochs(self._pending)
-        self._pending, self._sent = [], time.monotonic()
+            self._send(self.take())
+
+    def take(self) -> list[tuple[dict[str, float], int]]:
+        """The epochs not sent yet (the caller sends them)."""
+        pending, self._pending, self._sent = self._pending, [], time.monotonic()
+        return pending
 
 
 def finish_study(study: Study) -> StudyResult:
     """The study's plots on the active run, and its best trial (StudyError if none)."""
-    optuna_study = _load(study.space, study.base, study.storage, study.name, study.direction)
+    optuna_study = _load(study, open_storage(study.storage))
     try:
         best = optuna_study.best_trial
     except ValueError:
@@ -261,6 +294,7 @@ def run_study(space: SearchSpace, base: TrainConfig, data_dir: Path, storage: st
               name: str = "") -> StudyResult:
     """Run the budget's missing trials of the study in this process, return its best."""
     study = prepare_study(space, base, data_dir, storage, name)
+    threading.Thread(target=warm_plots, name="warm-plots", daemon=True).start()
     ran, pruned = run_trials(study, data_dir, study.remaining)
     return replace(finish_study(study), trials_run=ran, pruned=pruned)
 
@@ -268,3 +302,11 @@ def run_study(space: SearchSpace, base: TrainConfig, data_dir: Path, storage: st
 def _active_run_id() -> str | None:
     run = mlflow.active_run()
     return run.info.run_id if run else None
+
+
+def _current_experiment() -> str:
+    """The experiment mlflow.start_run would use (mlflow.set_experiment's, else the
+    default)."""
+    from mlflow.tracking.fluent import _get_experiment_id
+
+    return str(_get_experiment_id())
