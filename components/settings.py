@@ -33,6 +33,10 @@ class Settings(BaseSettings):
         validation_alias="TWINFLOW_ERROR_FILE",
         description="Where a failing step appends its one-line error for the CLI.",
     )
+    owner: str = Field(
+        default="", validation_alias="TWINFLOW_OWNER",
+        description="host:pid:start of the `twinflow run` process a local run belongs to "
+                    "(components.processes): its parent run is failed once it is gone.")
     train_backend: str = Field(
         default="local", validation_alias="TWINFLOW_TRAIN_BACKEND",
         description="`kubernetes`: multi-worker or GPU training runs as a cluster job.")

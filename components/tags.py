@@ -21,6 +21,7 @@ KIND_TAG: Final = "twinflow.kind"  # marks the parent run of a pipeline job
 PIPELINE_KIND: Final = "pipeline"  # the value of KIND_TAG on a parent run
 RUN_KEY_TAG: Final = "twinflow.run_key"  # the pipeline job id the exit task looks it up by
 ERROR_TAG: Final = "twinflow.error"  # why a failed pipeline failed
+OWNER_TAG: Final = "twinflow.owner"  # host:pid:start of the local process running it
 RECOMMENDATION_TAG: Final = "twinflow.recommendation"  # compare's one-line verdict
 
 # Every step run.

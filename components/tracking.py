@@ -8,6 +8,7 @@ which KFP does not let depend on other tasks.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Iterator
@@ -15,17 +16,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
+import filelock
 import mlflow
 import requests
 from mlflow.entities import Metric, Param, Run, RunStatus
 from mlflow.tracking import MlflowClient
 
 from components.errors import TrackingError
+from components.processes import gone, interrupts
 from components.settings import get_settings
 from components.tags import (
     ERROR_TAG,
     FRAMEWORK_TAG,
     KIND_TAG,
+    OWNER_TAG,
     PIPELINE_KIND,
     PIPELINE_ROOT_TAG,
     REGISTERED_MODEL_TAG,
@@ -35,6 +39,7 @@ from components.tags import (
 )
 
 log = logging.getLogger(__name__)
+STORE_LOCK_SECONDS = 300  # a first creation with all migrations takes a few seconds
 
 
 def configure() -> str:
@@ -61,6 +66,27 @@ def ensure_reachable(uri: str, timeout: float = 5.0) -> None:
         except OSError as err:
             raise TrackingError(f"cannot create the MLflow store directory {db.parent}: "
                                 f"{err.strerror}") from None
+        _create_store_once(uri, db)
+
+
+@functools.cache
+def _create_store_once(uri: str, db: Path) -> None:
+    """Create (or migrate) an SQLite store's tables under a file lock beside it.
+
+    MLflow's tracking and registry stores create their tables on first use without a
+    lock, so two first runs at once race in alembic's migration and leave a store no
+    later run can open (issue 17). The stores built here are MLflow's cached ones, so
+    the rest of this process uses them as they are.
+    """
+    lock = filelock.FileLock(f"{db}.lock", timeout=STORE_LOCK_SECONDS)
+    try:
+        with lock:
+            client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            client.search_experiments(max_results=1)
+            client.search_registered_models(max_results=1)
+    except filelock.Timeout:
+        raise TrackingError(f"the MLflow store {db} stayed locked for {STORE_LOCK_SECONDS} s "
+                            f"by another process creating it ({lock.lock_file})") from None
 
 
 def artifact_location(uri: str) -> str | None:
@@ -131,14 +157,18 @@ def start_pipeline_run(run_key: str, experiment: str, run_name: str,
     if existing:
         return existing
     client = MlflowClient()
+    owner = get_settings().owner
     run = client.create_run(experiment_id(experiment), run_name=run_name,
-                            tags={RUN_KEY_TAG: run_key, KIND_TAG: PIPELINE_KIND})
+                            tags={RUN_KEY_TAG: run_key, KIND_TAG: PIPELINE_KIND,
+                                  **({OWNER_TAG: owner} if owner else {})})
     client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
     return str(run.info.run_id)
 
 
-def finish_pipeline_run(run_key: str, experiment: str, succeeded: bool, message: str = "") -> None:
-    """Close the parent run and any step run a crashed task left RUNNING."""
+def finish_pipeline_run(run_key: str, experiment: str, succeeded: bool, message: str = "",
+                        status: int | None = None) -> None:
+    """Close the parent run and any step run a crashed task left RUNNING (FAILED, or
+    ``status``, a RunStatus value, e.g. KILLED after an interrupt)."""
     run_id = find_pipeline_run(run_key, experiment)
     if run_id is None:
         log.warning("no MLflow run for pipeline job %s; nothing to finish", run_key)
@@ -151,24 +181,52 @@ def finish_pipeline_run(run_key: str, experiment: str, succeeded: bool, message:
     deeper = client.search_runs(  # e.g. a search's trials, under the tune step's run
         [exp_id], filter_string=f"tags.`{PIPELINE_ROOT_TAG}` = '{run_id}' and "
                                 "attributes.status = 'RUNNING'")
+    ended = status or RunStatus.FAILED
     for child in [*deeper, *children]:
-        client.set_terminated(child.info.run_id, RunStatus.to_string(RunStatus.FAILED))
+        client.set_terminated(child.info.run_id, RunStatus.to_string(ended))
     if message:
         client.set_tag(run_id, ERROR_TAG, message[:5000])
-    status = RunStatus.FINISHED if succeeded else RunStatus.FAILED
-    client.set_terminated(run_id, RunStatus.to_string(status))
+    client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED if succeeded else ended))
+
+
+def fail_abandoned_runs(experiment: str) -> list[str]:
+    """FAIL the RUNNING pipeline runs whose local `twinflow run` process is gone (it was
+    SIGKILLed, or its machine rebooted); their run keys. Runs of other hosts, or of a
+    cluster (no owner), are left alone."""
+    exp = MlflowClient().get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    running = MlflowClient().search_runs(
+        [exp.experiment_id], filter_string=f"tags.`{KIND_TAG}` = '{PIPELINE_KIND}' and "
+                                           f"attributes.status = 'RUNNING'", max_results=200)
+    keys = []
+    for run in running:
+        owner = run.data.tags.get(OWNER_TAG, "")
+        if owner and gone(owner):
+            key = run.data.tags[RUN_KEY_TAG]
+            finish_pipeline_run(key, experiment, False, f"abandoned: the twinflow process "
+                                f"that ran it ({owner}) ended without closing it (killed?)")
+            log.warning("pipeline run %s was left RUNNING by a process that is gone; "
+                        "marked FAILED", key)
+            keys.append(key)
+    return keys
 
 
 @contextmanager
 def step_run(parent_run_id: str, step: str, framework: str = "") -> Iterator[str]:
-    """A nested MLflow run for one step; FAILED if the body raises."""
+    """A nested MLflow run for one step: FAILED if the body raises, KILLED if Ctrl-C or
+    SIGTERM (raised as KeyboardInterrupt while the body runs) stopped it."""
     configure()
     exp = MlflowClient().get_run(parent_run_id).info.experiment_id
     tags = {STEP_TAG: step, **({FRAMEWORK_TAG: framework} if framework else {})}
     name = f"{step}-{framework}" if framework else step
     with mlflow.start_run(experiment_id=exp, run_name=name, parent_run_id=parent_run_id,
-                          tags=tags) as run:
-        yield run.info.run_id
+                          tags=tags) as run, interrupts():
+        try:
+            yield run.info.run_id
+        except KeyboardInterrupt:
+            mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+            raise
 
 
 def log_metrics_batch(metrics: dict[str, float], step: int = 0, run_id: str | None = None) -> None:

@@ -70,6 +70,7 @@ def run(
     **values: Any,
 ) -> None:
     """Run the whole pipeline locally through KFP's local runner."""
+    from components.processes import Interrupted
     from pipelines.local import run_local
     from pipelines.summary import collect, render
 
@@ -81,6 +82,11 @@ def run(
         result = run_local(params, uri, quiet=quiet)
     except TwinflowError as err:
         raise _fail(str(err)) from None
+    except Interrupted as stop:
+        typer.echo(f"twinflow: interrupted ({stop.signal_name}): stopped pipeline run "
+                   f"{stop.run_key}, its MLflow runs marked KILLED; run the same command "
+                   "with --resume to continue training from its last checkpoint", err=True)
+        raise typer.Exit(code=stop.exit_code) from None
     os.environ["MLFLOW_TRACKING_URI"] = uri
     summary = collect(result.run_key, params.experiment)
     if summary is not None:

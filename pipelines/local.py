@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -19,9 +20,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlflow.entities import RunStatus
+
 from components.config import frameworks_of
+from components.processes import Interrupted, interrupts, owner, stop_descendants
 from components.settings import get_settings
-from components.tracking import ensure_reachable
+from components.tracking import ensure_reachable, fail_abandoned_runs, finish_pipeline_run
 from pipelines.params import PipelineParams
 from pipelines.warm import warm_python
 
@@ -61,11 +65,48 @@ def run_pipeline(call: Callable[[], object], frameworks: list[str], key: str, ex
     home = settings.home.resolve()
     log_file = home / "logs" / f"{key}.log" if quiet else None
     with _step_environment(uri, experiment) as error_file, _output_to(log_file):
+        fail_abandoned_runs(experiment)
         start = time.perf_counter()
-        succeeded = _execute(call, frameworks, home)
+        try:
+            # The tasks are stopped first, from the signal handler: unwinding KFP's
+            # runner closes the pipes they write to, and a training worker that hits a
+            # closed pipe would fail the step instead of stopping it.
+            with interrupts(signal.SIGINT, signal.SIGTERM, first=_stop_tasks):
+                succeeded = _execute(call, frameworks, home)
+        except KeyboardInterrupt as stop:
+            signal_name = stop.signal_name if isinstance(stop, Interrupted) else "SIGINT"
+            _stopped(key, experiment, signal_name)
+            raise Interrupted(signal_name, key) from None
         seconds = time.perf_counter() - start
         errors = [ln for ln in error_file.read_text(encoding="utf-8").splitlines() if ln]
     return LocalRun(key, succeeded, seconds, errors, log_file)
+
+
+@contextlib.contextmanager
+def _ignoring_interrupts() -> Iterator[None]:
+    """Ctrl-C and SIGTERM ignored: the cleanup after the first one is not cut short."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT,
+                                                                     signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _stop_tasks() -> None:
+    """Stop every task, warm interpreter and worker below this process."""
+    with _ignoring_interrupts():
+        log.info("interrupted: stopped %d processes", stop_descendants())
+
+
+def _stopped(key: str, experiment: str, signal_name: str) -> None:
+    """After an interrupt: stop what is still running (nothing, if the handler did),
+    then mark the run's MLflow runs KILLED."""
+    with _ignoring_interrupts():
+        stop_descendants()
+        finish_pipeline_run(key, experiment, False, f"interrupted by {signal_name}",
+                            status=RunStatus.KILLED)
 
 
 def _execute(call: Callable[[], object], frameworks: list[str], home: Path) -> bool:
@@ -105,7 +146,7 @@ def _step_environment(uri: str, experiment: str) -> Iterator[Path]:
         error_file.touch()
         saved = dict(os.environ)
         os.environ.update({"MLFLOW_TRACKING_URI": uri, "TWINFLOW_EXPERIMENT": experiment,
-                           "TWINFLOW_ERROR_FILE": str(error_file),
+                           "TWINFLOW_ERROR_FILE": str(error_file), "TWINFLOW_OWNER": owner(),
                            "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")})
         try:
             yield error_file

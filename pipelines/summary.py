@@ -64,15 +64,17 @@ class RunSummary:
 def chosen_run(run_id: str, tracking_uri: str) -> str:
     """``run_id``, or the latest pipeline run of the store at ``tracking_uri`` (default:
     the configured one); TwinflowError when there is none. The commands that show a run
-    (show, tune show) pick it this way."""
+    (show, tune show) pick it this way, after failing the runs whose local process is
+    gone (so a SIGKILLed run does not show as RUNNING)."""
     import os
 
     from components.errors import TwinflowError
     from components.settings import get_settings
-    from components.tracking import configure, latest_pipeline_run
+    from components.tracking import configure, fail_abandoned_runs, latest_pipeline_run
 
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri or get_settings().resolved_tracking_uri()
     configure()
+    fail_abandoned_runs(get_settings().experiment)
     run_id = run_id or latest_pipeline_run(get_settings().experiment) or ""
     if not run_id:
         raise TwinflowError(f"no pipeline run in experiment '{get_settings().experiment}'")

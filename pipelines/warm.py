@@ -41,6 +41,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from components.frameworks import get_adapter
+from components.processes import die_with_parent
 from pipelines import warm_launcher
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,8 @@ def warm_python(kinds: list[str]) -> Iterator[str | None]:
     launcher.write_text(f"#!{sys.executable} -IS\n" + Path(warm_launcher.__file__).read_text())
     launcher.chmod(0o755)
     env = {**os.environ, "_KFP_RUNTIME": "true"}
-    zygote = subprocess.Popen([sys.executable, "-m", "pipelines.warm", json.dumps(sockets)],
+    zygote = subprocess.Popen([sys.executable, "-m", "pipelines.warm", json.dumps(sockets),
+                               str(os.getpid())],
                               env=env, start_new_session=True, stdin=subprocess.DEVNULL)
     saved = {k: os.environ.get(k) for k in (warm_launcher.SOCKETS_ENV,
                                             warm_launcher.REAL_PYTHON_ENV)}
@@ -108,12 +110,16 @@ def warm_python(kinds: list[str]) -> Iterator[str | None]:
         shutil.rmtree(sock_dir, ignore_errors=True)
 
 
-def serve(sockets: dict[str, str]) -> None:
-    """The zygote process: preload, fork the other zygotes, then serve tasks."""
-    kind = "light"
+def serve(sockets: dict[str, str], parent: int) -> None:
+    """The zygote process: preload, fork the other zygotes, then serve tasks. Every
+    zygote and task dies with the process that started it, so a SIGKILLed `twinflow
+    run` leaves none of them behind."""
+    die_with_parent(signal.SIGTERM, parent)
+    kind, light = "light", os.getpid()
     _preload(kind, sockets[kind])
     for other in (k for k in sockets if k != "light"):
         if os.fork() == 0:
+            die_with_parent(signal.SIGTERM, light)
             kind = other
             _preload(kind, sockets[kind])
             break
@@ -139,9 +145,11 @@ def _accept_forever(path: str) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # tasks are reaped automatically
     sys.stdout.flush()
     sys.stderr.flush()
+    zygote = os.getpid()
     while True:
         conn, _ = listener.accept()
         if os.fork() == 0:
+            die_with_parent(signal.SIGTERM, zygote)
             listener.close()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -193,4 +201,4 @@ def _execute(args: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    serve(json.loads(sys.argv[1]))
+    serve(json.loads(sys.argv[1]), int(sys.argv[2]))

@@ -19,6 +19,7 @@ from pathlib import Path
 from components.config import TrainConfig
 from components.errors import TwinflowError
 from components.frameworks import get_adapter
+from components.processes import kill_with_parent
 from components.train.worker import WORKER_MODULE
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,11 @@ def launch_workers(config: TrainConfig, data_dir: Path, model_dir: Path,
 
 
 def spawn(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A worker in its own session (signals reach it only through :func:`supervise`),
+    killed by the kernel if this process dies without stopping it (SIGKILL, OOM)."""
     log.info("starting %s", " ".join(cmd[:8]))
-    return subprocess.Popen(cmd, env=env, start_new_session=True)
+    return subprocess.Popen(cmd, env=env, start_new_session=True,
+                            preexec_fn=kill_with_parent)
 
 
 def supervise(procs: dict[str, subprocess.Popen[bytes]], failure: str) -> None:

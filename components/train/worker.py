@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -21,6 +22,7 @@ from components.data.dataset import Split, read_arrays, read_metadata
 from components.errors import configure_logging
 from components.frameworks import get_adapter
 from components.frameworks.base import EpochMetrics, FrameworkAdapter, ModelSpec, TrainContext
+from components.processes import die_with_parent
 from components.tracking import log_metrics_batch
 from components.train.model import model_spec
 from components.transform.fitted import FITTED_FILE, FittedTransform
@@ -82,6 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--via-mlflow", action="store_true",
                         help="cluster job: data from, model to the MLflow run's artifacts")
     args = parser.parse_args(argv)
+    die_with_parent(signal.SIGKILL)  # e.g. torch's launcher, SIGKILLed with its task
     configure_logging()
     config = TrainConfig.model_validate_json(args.config)
     ctx = get_adapter(config.framework).context_from_env(args.checkpoint_dir, config.resume)

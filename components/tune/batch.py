@@ -14,12 +14,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
 from components.config import TrainConfig
 from components.data.dataset import read_metadata
 from components.errors import configure_logging
+from components.processes import die_with_parent
 from components.train.launch import spawn, supervise
 from components.tune.core import Study, run_trials
 from components.tune.result import TuneBatch
@@ -82,6 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--worker", type=int, required=True)
     parser.add_argument("--trials", type=int, required=True)
     args = parser.parse_args(argv)
+    die_with_parent(signal.SIGKILL)  # the trial task, if it dies without stopping us
     configure_logging()
     batch = TuneBatch.model_validate_json(args.batch)
     run_trials(batch_study(batch, args.data), args.data, args.trials, worker=args.worker,

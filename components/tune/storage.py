@@ -18,17 +18,16 @@ Two kinds, one class each, the quirks being attributes of the class:
 from __future__ import annotations
 
 import logging
-import socket
 import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
 import optuna
-import psutil
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
+from components.processes import gone, owner
 from components.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -70,11 +69,11 @@ class JournalStore(Store):
         return JournalStorage(JournalFileBackend(self.url))
 
     def claim(self, trial: optuna.Trial) -> None:
-        trial.set_user_attr(OWNER_ATTR, _owner(psutil.Process()))
+        trial.set_user_attr(OWNER_ATTR, owner())
 
     def fail_dead(self, study: optuna.Study, storage: BaseStorage) -> None:
         running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-        dead = [t for t in running if _gone(str(t.user_attrs.get(OWNER_ATTR, "")))]
+        dead = [t for t in running if gone(str(t.user_attrs.get(OWNER_ATTR, "")))]
         if not dead:
             return
         study_id = storage.get_study_id_from_name(study.study_name)
@@ -148,20 +147,3 @@ def default_storage(tracking_uri: str) -> str:
 def resolve_storage(url: str) -> str:
     """``url``, or the default beside the configured MLflow store when empty."""
     return url or default_storage(get_settings().resolved_tracking_uri())
-
-
-def _owner(process: psutil.Process) -> str:
-    return f"{socket.gethostname()}:{process.pid}:{process.create_time():.2f}"
-
-
-def _gone(owner: str) -> bool:
-    """The owner ran on this host and that process no longer exists (pid reuse is told
-    apart by the start time). An owner elsewhere (or unrecorded) is never judged."""
-    host, _, rest = owner.partition(":")
-    pid, _, started = rest.partition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        return f"{psutil.Process(int(pid)).create_time():.2f}" != started
-    except psutil.NoSuchProcess:
-        return True

@@ -1,0 +1,146 @@
+"""Local processes: who owns a piece of work, and nothing left behind.
+
+**Owners.** A process killed with SIGKILL cannot mark its work as ended, so what it owned records
+the owner instead: the host, the pid and the process's start time (which tells a
+reused pid apart). A later process on the same host that finds the owner gone ends
+the work for it (a trial FAILED, a run FAILED). An owner on another host, or none
+recorded, is never judged: only heartbeats can tell (Optuna's RDB storage does).
+
+**No orphans.** A process twinflow starts dies with its parent: the kernel sends it a
+signal when the parent dies (Linux ``PR_SET_PDEATHSIG``), even when the parent was
+SIGKILLed and ran no cleanup, and :func:`stop_descendants` stops every process below
+this one on an interrupt. (The kernel watches the *thread* that forked the child: start
+children from the main thread.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable, Iterator
+
+import psutil
+
+log = logging.getLogger(__name__)
+_PR_SET_PDEATHSIG = 1
+# Resolved once, before any fork: a pre-exec hook should do nothing but the call.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+STOP_GRACE_SECONDS = 10.0
+
+
+def owner(pid: int | None = None) -> str:
+    """``host:pid:start time`` of process ``pid`` (default: this one)."""
+    process = psutil.Process(pid)
+    return f"{socket.gethostname()}:{process.pid}:{process.create_time():.2f}"
+
+
+def gone(recorded: str) -> bool:
+    """The recorded owner ran on this host and that process no longer exists."""
+    host, _, rest = recorded.partition(":")
+    pid, _, started = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        return f"{psutil.Process(int(pid)).create_time():.2f}" != started
+    except psutil.NoSuchProcess:
+        return True
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped the work (a KeyboardInterrupt, so that what handles
+    Ctrl-C handles SIGTERM the same way)."""
+
+    def __init__(self, signal_name: str, run_key: str = "") -> None:
+        super().__init__(signal_name)
+        self.signal_name, self.run_key = signal_name, run_key
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's code for a process ended by the signal (130, 143)."""
+        return 128 + int(signal.Signals[self.signal_name])
+
+
+@contextlib.contextmanager
+def interrupts(*signals: signal.Signals,
+               first: Callable[[], object] | None = None) -> Iterator[None]:
+    """Each of ``signals`` (default SIGTERM: what `timeout`, CI, `docker stop` and
+    Kubernetes send) raises :class:`Interrupted` in the main thread, as Ctrl-C raises
+    KeyboardInterrupt, instead of ending the process with no cleanup; ``first`` runs
+    before it is raised. Only the first signal counts: a second one (e.g. forwarded by
+    a launcher and sent by the kernel as the parent dies) must not cut short the
+    cleanup the first started. Outside the main thread, a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired = False
+
+    def interrupt(signum: int, _frame: object) -> None:
+        nonlocal fired
+        if not fired:
+            fired = True
+            if first is not None:
+                first()
+            raise Interrupted(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in signals or (signal.SIGTERM,)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def die_with_parent(sig: int = signal.SIGTERM, parent: int | None = None) -> None:
+    """Have the kernel send ``sig`` to this process when its parent dies (Linux; a no-op
+    elsewhere). Exits at once if the parent (pid ``parent``) is already gone."""
+    if _prctl is None:
+        return
+    _prctl(_PR_SET_PDEATHSIG, int(sig))
+    if parent is not None and os.getppid() != parent:
+        os._exit(128 + int(sig))  # the parent died before the call
+
+
+def kill_with_parent() -> None:
+    """A ``preexec_fn`` for subprocess.Popen: SIGKILL the child when its parent dies (a
+    training worker whose supervisor is gone has no one to stop it otherwise)."""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+
+
+def stop_descendants(grace: float = STOP_GRACE_SECONDS) -> int:
+    """Stop every process below this one; how many there were.
+
+    Top down: SIGTERM to the direct children first, so that each passes it on in its
+    own way (a task stops its training workers and marks its run KILLED) rather than
+    seeing its workers die first and reporting a failure; then SIGTERM to what is left
+    after ``grace`` seconds, and SIGKILL after as long again.
+    """
+    me = psutil.Process()
+    below = me.children(recursive=True)
+    alive = me.children()
+    for signal_all in (_terminate, _terminate, _kill):
+        signal_all(alive)
+        _, alive = psutil.wait_procs(below, timeout=grace)
+        if not alive:
+            break
+    if alive:
+        log.warning("%d processes outlived SIGKILL", len(alive))
+    return len(below)
+
+
+def _terminate(processes: list[psutil.Process]) -> None:
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.terminate()
+
+
+def _kill(processes: list[psutil.Process]) -> None:
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()

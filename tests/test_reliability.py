@@ -1,0 +1,109 @@
+"""Issue 17 (reliability): first runs at once on a fresh store; interrupted runs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from mlflow.tracking import MlflowClient
+
+from components.tags import ERROR_TAG, STEP_TAG
+from tests.conftest import cli_env, pipeline_runs
+
+# One "first run": point at the store the way every twinflow process does (configure),
+# then create the experiment and a run, as the pipeline's first step does.
+FIRST_RUN = """
+import sys, time
+from pathlib import Path
+go = Path(sys.argv[1])
+import mlflow
+from components.tracking import configure, experiment_id
+while not go.exists():
+    time.sleep(0.01)
+configure()
+with mlflow.start_run(experiment_id=experiment_id("twinflow")):
+    mlflow.log_metric("x", 1.0)
+"""
+
+
+def test_first_runs_at_once_create_one_usable_store(tmp_path: Path) -> None:
+    """Four processes open a store that does not exist yet at the same instant: MLflow
+    alone races in its schema migration and leaves a store nobody can open; through
+    configure() one creates it under a lock, and all four runs are recorded."""
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    go = tmp_path / "go"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "TWINFLOW_HOME": str(tmp_path)}
+    procs = [subprocess.Popen([sys.executable, "-c", FIRST_RUN, str(go)], env=env,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    time.sleep(8)  # every process has imported mlflow and waits for the signal
+    go.touch()
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, "\n".join(e[-2000:] for e in errors)
+    client = MlflowClient(tracking_uri=uri)
+    [experiment] = [e for e in client.search_experiments() if e.name == "twinflow"]
+    assert len(client.search_runs([experiment.experiment_id])) == 4
+
+
+def _train_running(client: MlflowClient) -> bool:
+    exp = client.get_experiment_by_name("twinflow")
+    if exp is None:
+        return False
+    return bool(client.search_runs([exp.experiment_id], filter_string=(
+        f"tags.`{STEP_TAG}` = 'train' and attributes.status = 'RUNNING'")))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sig", "workers"), [(signal.SIGINT, 1), (signal.SIGTERM, 2),
+                                              (signal.SIGKILL, 2)])
+def test_an_interrupted_run_leaves_nothing_behind(tmp_path: Path, sig: signal.Signals,
+                                                  workers: int) -> None:
+    """Stop a real `twinflow run` during training: Ctrl-C (SIGINT to its process group,
+    as a terminal sends it), SIGTERM or SIGKILL to the CLI process alone. No task, warm
+    interpreter or training worker outlives it; Ctrl-C and SIGTERM end in one line and
+    KILLED runs. After SIGKILL the train step, stopped by the kernel's parent-death
+    signal, records KILLED itself; the parent run stays RUNNING until the next command
+    finds its process gone and marks it FAILED."""
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / '.twinflow' / 'mlflow.db'}")
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "run", "--framework", "torch", "--data",
+         "sklearn:digits", "--epochs", "500", "--workers", str(workers)], cwd=tmp_path,
+        env=cli_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+    deadline = time.monotonic() + 600
+    while not _train_running(client) and cli.poll() is None and time.monotonic() < deadline:
+        time.sleep(1)
+    time.sleep(5)  # the workers are training
+    below = psutil.Process(cli.pid).children(recursive=True)
+    assert len(below) >= 3 + workers, [p.cmdline()[:4] for p in below]
+    if sig == signal.SIGINT:
+        os.killpg(cli.pid, sig)
+    else:
+        cli.send_signal(sig)
+    _, stderr = cli.communicate(timeout=120)
+    _, alive = psutil.wait_procs(below, timeout=30)
+    assert not alive, [p.cmdline()[:6] for p in alive]
+    parent = pipeline_runs(client)[-1]
+    steps = client.search_runs([parent.info.experiment_id], filter_string=(
+        f"tags.mlflow.parentRunId = '{parent.info.run_id}' and tags.`{STEP_TAG}` = 'train'"))
+    if sig == signal.SIGKILL:
+        assert cli.returncode == -signal.SIGKILL
+        assert client.get_run(parent.info.run_id).info.status == "RUNNING"
+        shown = subprocess.run([sys.executable, "-m", "pipelines.cli", "show"], cwd=tmp_path,
+                               env=cli_env(tmp_path), capture_output=True, text=True,
+                               timeout=120)
+        assert shown.returncode == 0, shown.stderr
+        assert "abandoned" in client.get_run(parent.info.run_id).data.tags[ERROR_TAG]
+        assert client.get_run(parent.info.run_id).info.status == "FAILED"
+    else:
+        assert cli.returncode == 128 + sig, stderr[-3000:]
+        last = stderr.strip().splitlines()[-1]
+        assert last.startswith(f"twinflow: interrupted ({sig.name}): stopped pipeline run")
+        assert "--resume" in last
+        assert client.get_run(parent.info.run_id).info.status == "KILLED"
+    assert [client.get_run(s.info.run_id).info.status for s in steps] == ["KILLED"]
