@@ -70,6 +70,28 @@ def step_errors(step: str) -> Iterator[None]:
     except ValidationError as err:
         report_error(f"{step}: {describe_validation_error(err, 'config')}")
         raise SystemExit(1) from None
+    except Exception as err:
+        if not lost_connection(err):
+            raise
+        from components.settings import get_settings
+
+        report_error(f"{step}: MLflow tracking server {get_settings().resolved_tracking_uri()} "
+                     "is unreachable (gave up retrying); the run is marked FAILED by the next "
+                     "twinflow run or show once the server is back")
+        raise SystemExit(1) from None
+
+
+def lost_connection(err: BaseException) -> bool:
+    """``err`` (or what caused it) is a request that could not connect even after
+    MLflow's retries: the tracking server went away, as opposed to a bad request."""
+    import requests
+
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, requests.ConnectionError) or "Max retries exceeded" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def configure_logging(level: int = logging.INFO) -> None:

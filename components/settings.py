@@ -33,6 +33,10 @@ class Settings(BaseSettings):
         validation_alias="TWINFLOW_ERROR_FILE",
         description="Where a failing step appends its one-line error for the CLI.",
     )
+    tracking_retry_seconds: int = Field(
+        default=60, ge=1, le=3600, validation_alias="TWINFLOW_TRACKING_RETRY_SECONDS",
+        description="How long a request to an MLflow tracking server is retried (with "
+                    "backoff) before the step fails; MLflow's own default is about 4 min.")
     owner: str = Field(
         default="", validation_alias="TWINFLOW_OWNER",
         description="host:pid:start of the `twinflow run` process a local run belongs to "

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +22,10 @@ import filelock
 import mlflow
 import requests
 from mlflow.entities import Metric, Param, Run, RunStatus
+from mlflow.environment_variables import (
+    MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR,
+    MLFLOW_HTTP_REQUEST_MAX_RETRIES,
+)
 from mlflow.tracking import MlflowClient
 
 from components.errors import TrackingError
@@ -45,9 +51,24 @@ STORE_LOCK_SECONDS = 300  # a first creation with all migrations takes a few sec
 def configure() -> str:
     """Point MLflow at the configured store after checking it can be reached."""
     uri = get_settings().resolved_tracking_uri()
+    bound_retries()
     ensure_reachable(uri)
     mlflow.set_tracking_uri(uri)
     return uri
+
+
+def bound_retries(seconds: int | None = None) -> int:
+    """Retry a failed tracking request for at most about ``seconds`` (default: the
+    ``TWINFLOW_TRACKING_RETRY_SECONDS`` setting) rather than MLflow's 7 retries with a
+    backoff factor of 2 (about 4 minutes, per request: a lost server took 12.5 minutes to
+    fail a run, issue 17). Backoff factor 1 and r retries sleep 1 + 2 + ... + 2^(r-1) =
+    2^r - 1 seconds (plus MLflow's jitter of up to 1 s each). Environment variables, so
+    that the step processes inherit them; values the user set are kept. The retries."""
+    budget = seconds or get_settings().tracking_retry_seconds
+    retries = max(1, int(math.log2(budget + 1)))
+    os.environ.setdefault(MLFLOW_HTTP_REQUEST_MAX_RETRIES.name, str(retries))
+    os.environ.setdefault(MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR.name, "1")
+    return int(os.environ[MLFLOW_HTTP_REQUEST_MAX_RETRIES.name])
 
 
 def ensure_reachable(uri: str, timeout: float = 5.0) -> None:

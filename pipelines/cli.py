@@ -71,6 +71,7 @@ def run(
 ) -> None:
     """Run the whole pipeline locally through KFP's local runner."""
     from components.processes import Interrupted
+    from components.tracking import ensure_reachable
     from pipelines.local import run_local
     from pipelines.summary import collect, render
 
@@ -88,6 +89,10 @@ def run(
                    "with --resume to continue training from its last checkpoint", err=True)
         raise typer.Exit(code=stop.exit_code) from None
     os.environ["MLFLOW_TRACKING_URI"] = uri
+    try:  # a server lost during the run: its step's line, not minutes more of retries
+        ensure_reachable(uri)
+    except TwinflowError as err:
+        raise _fail(result.errors[0] if result.errors else str(err)) from None
     summary = collect(result.run_key, params.experiment)
     if summary is not None:
         render(summary, result.seconds, _ui_command(tracking_uri))

@@ -25,7 +25,12 @@ from mlflow.entities import RunStatus
 from components.config import frameworks_of
 from components.processes import Interrupted, interrupts, owner, stop_descendants
 from components.settings import get_settings
-from components.tracking import ensure_reachable, fail_abandoned_runs, finish_pipeline_run
+from components.tracking import (
+    bound_retries,
+    ensure_reachable,
+    fail_abandoned_runs,
+    finish_pipeline_run,
+)
 from pipelines.params import PipelineParams
 from pipelines.warm import warm_python
 
@@ -61,6 +66,7 @@ def run_pipeline(call: Callable[[], object], frameworks: list[str], key: str, ex
     runner, with warm step interpreters for ``frameworks``; errors collected, not raised."""
     settings = get_settings()
     uri = tracking_uri or settings.resolved_tracking_uri()
+    bound_retries()
     ensure_reachable(uri)
     home = settings.home.resolve()
     log_file = home / "logs" / f"{key}.log" if quiet else None

@@ -1,7 +1,9 @@
-"""Issue 17 (reliability): first runs at once on a fresh store; interrupted runs."""
+"""Issue 17 (reliability): first runs at once on a fresh store, interrupted runs, a
+tracking server lost during a run."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -11,9 +13,11 @@ from pathlib import Path
 
 import psutil
 import pytest
+import requests
 from mlflow.tracking import MlflowClient
 
-from components.tags import ERROR_TAG, STEP_TAG
+from components.net import free_port
+from components.tags import ERROR_TAG, STEP_TAG, Step
 from tests.conftest import cli_env, pipeline_runs
 
 # One "first run": point at the store the way every twinflow process does (configure),
@@ -55,7 +59,7 @@ def _train_running(client: MlflowClient) -> bool:
     if exp is None:
         return False
     return bool(client.search_runs([exp.experiment_id], filter_string=(
-        f"tags.`{STEP_TAG}` = 'train' and attributes.status = 'RUNNING'")))
+        f"tags.`{STEP_TAG}` = '{Step.TRAIN}' and attributes.status = 'RUNNING'")))
 
 
 @pytest.mark.slow
@@ -90,7 +94,7 @@ def test_an_interrupted_run_leaves_nothing_behind(tmp_path: Path, sig: signal.Si
     assert not alive, [p.cmdline()[:6] for p in alive]
     parent = pipeline_runs(client)[-1]
     steps = client.search_runs([parent.info.experiment_id], filter_string=(
-        f"tags.mlflow.parentRunId = '{parent.info.run_id}' and tags.`{STEP_TAG}` = 'train'"))
+        f"tags.mlflow.parentRunId = '{parent.info.run_id}' and tags.`{STEP_TAG}` = '{Step.TRAIN}'"))
     if sig == signal.SIGKILL:
         assert cli.returncode == -signal.SIGKILL
         assert client.get_run(parent.info.run_id).info.status == "RUNNING"
@@ -107,3 +111,91 @@ def test_an_interrupted_run_leaves_nothing_behind(tmp_path: Path, sig: signal.Si
         assert "--resume" in last
         assert client.get_run(parent.info.run_id).info.status == "KILLED"
     assert [client.get_run(s.info.run_id).info.status for s in steps] == ["KILLED"]
+
+
+class TrackingServer:
+    """A real `mlflow server` on a loopback port over an SQLite store, as a process group
+    (so that killing it kills its uvicorn workers)."""
+
+    def __init__(self, folder: Path, port: int) -> None:
+        self.folder, self.port = folder, port
+        self.uri = f"http://127.0.0.1:{port}"
+
+    def start(self) -> TrackingServer:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port",
+             str(self.port), "--backend-store-uri", f"sqlite:///{self.folder / 'server.db'}",
+             "--artifacts-destination", str(self.folder / "artifacts"), "--workers", "1"],
+            cwd=self.folder, start_new_session=True, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{self.uri}/health", timeout=2).ok:
+                    return self
+            except requests.RequestException:  # not up yet, or slow to answer
+                time.sleep(0.5)
+        raise AssertionError(f"mlflow server on {self.uri} not ready")
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_lost_tracking_server_fails_the_run_in_one_line(tmp_path: Path) -> None:
+    """Kill the real tracking server while train runs: the CLI gives up within the retry
+    budget (TWINFLOW_TRACKING_RETRY_SECONDS, here 15 s; MLflow alone took 12.5 minutes),
+    ends in one line naming the step and the server, and nothing is registered; once
+    the server is back, the next command marks the run FAILED."""
+    server = TrackingServer(tmp_path, free_port()).start()
+    env = {**cli_env(tmp_path, server.uri), "TWINFLOW_TRACKING_RETRY_SECONDS": "15"}
+    client = MlflowClient(tracking_uri=server.uri)
+    try:
+        cli = subprocess.Popen(
+            [sys.executable, "-m", "pipelines.cli", "run", "--framework", "torch", "--data",
+             "sklearn:digits", "--epochs", "500"], cwd=tmp_path, env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 600
+        while not _train_running(client) and cli.poll() is None and time.monotonic() < deadline:
+            time.sleep(1)
+        time.sleep(3)
+        server.kill()
+        _, stderr = cli.communicate(timeout=300)  # MLflow's own retries would take 12 min
+        assert cli.returncode == 1
+        last = stderr.strip().splitlines()[-1]
+        assert last.startswith(f"twinflow: error: train: MLflow tracking server {server.uri} "
+                               "is unreachable"), stderr[-3000:]
+        server.start()
+        parent = pipeline_runs(client)[-1]
+        assert parent.info.status == "RUNNING"
+        shown = subprocess.run([sys.executable, "-m", "pipelines.cli", "show"], cwd=tmp_path,
+                               env=env, capture_output=True, text=True, timeout=120)
+        assert shown.returncode == 0, shown.stderr[-2000:]
+        assert client.get_run(parent.info.run_id).info.status == "FAILED"
+        assert client.search_registered_models() == []
+    finally:
+        server.kill()
+
+
+@pytest.mark.slow
+def test_two_first_runs_at_once_in_a_fresh_folder(tmp_path: Path) -> None:
+    """The issue's case end to end: two `twinflow run` started together where no store
+    exists yet both succeed, each with its own complete tree of step runs."""
+    cmd = [sys.executable, "-m", "pipelines.cli", "run", "-q", "--framework", "torch",
+           "--data", "sklearn:iris", "--epochs", "2"]
+    runs = [subprocess.Popen(cmd, cwd=tmp_path, env=cli_env(tmp_path),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    errors = [r.communicate(timeout=900)[1] for r in runs]
+    assert [r.returncode for r in runs] == [0, 0], "\n".join(e[-2000:] for e in errors)
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / '.twinflow' / 'mlflow.db'}")
+    parents = pipeline_runs(client)
+    assert [p.info.status for p in parents] == ["FINISHED", "FINISHED"]
+    for parent in parents:
+        steps = client.search_runs([parent.info.experiment_id], filter_string=(
+            f"tags.mlflow.parentRunId = '{parent.info.run_id}'"))
+        assert {s.data.tags.get(STEP_TAG) for s in steps} >= {
+            Step.INGEST, Step.TRANSFORM, Step.TRAIN, Step.EVALUATE}
+        assert {s.info.status for s in steps} == {"FINISHED"}
