@@ -60,10 +60,15 @@ def report_error(message: str) -> None:
 
 @contextmanager
 def step_errors(step: str) -> Iterator[None]:
-    """Run a step body; bad input becomes one error line and exit code 1."""
+    """Run a step body; bad input becomes one error line and exit code 1. SIGTERM is
+    raised as an interrupt (components.processes.interrupts), so a step stopped by it
+    cleans up (stops its workers, ends its runs KILLED) as after Ctrl-C."""
+    from components.processes import interrupts
+
     configure_logging()
     try:
-        yield
+        with interrupts():
+            yield
     except TwinflowError as err:
         report_error(f"{step}: {err}")
         raise SystemExit(1) from None
@@ -81,16 +86,34 @@ def step_errors(step: str) -> Iterator[None]:
         raise SystemExit(1) from None
 
 
+#: urllib3's words for a request that never reached a server (in MLflow's message).
+CONNECT_FAILURES = ("NewConnectionError", "ConnectTimeoutError", "Connection refused",
+                    "RemoteDisconnected", "ConnectionResetError")
+
+
 def lost_connection(err: BaseException) -> bool:
-    """``err`` (or what caused it) is a request that could not connect even after
-    MLflow's retries: the tracking server went away, as opposed to a bad request."""
+    """``err`` comes from a request to the MLflow tracking *server* that could not
+    connect, even after MLflow's retries (the server went away), as opposed to a bad
+    request, a server answering errors, or another service (Kubernetes) being down."""
     import requests
 
-    seen: BaseException | None = err
-    while seen is not None:
-        if isinstance(seen, requests.ConnectionError) or "Max retries exceeded" in str(seen):
+    from components.settings import get_settings
+
+    uri = get_settings().resolved_tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return False
+    address = uri.split("://", 1)[1].split("/", 1)[0]
+    seen: set[int] = set()
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        text = str(cause)
+        if isinstance(cause, requests.ConnectionError) and address in text:
             return True
-        seen = seen.__cause__ or seen.__context__
+        if "Max retries exceeded" in text and address in text and any(
+                marker in text for marker in CONNECT_FAILURES):
+            return True  # MLflow's wrapper of the requests error, with its message
+        cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
     return False
 
 

@@ -35,21 +35,50 @@ STOP_GRACE_SECONDS = 10.0
 
 
 def owner(pid: int | None = None) -> str:
-    """``host:pid:start time`` of process ``pid`` (default: this one)."""
-    process = psutil.Process(pid)
-    return f"{socket.gethostname()}:{process.pid}:{process.create_time():.2f}"
+    """``host:pid:start:boot:pid namespace`` of process ``pid`` (default: this one).
+
+    The start is the kernel's start tick of the process (``/proc/PID/stat``), not a wall
+    clock time: psutil's ``create_time`` moves when the clock is stepped (NTP at boot, a
+    resumed VM), which would make a live owner look gone. The boot id and the pid
+    namespace say whether a later process can judge the pid at all (another container
+    with the same host name, a reboot)."""
+    pid = pid or os.getpid()
+    try:
+        return ":".join((socket.gethostname(), str(pid), _start_ticks(pid), *_machine()))
+    except OSError:  # no /proc (not Linux): no owner, so never judged gone
+        return ""
 
 
 def gone(recorded: str) -> bool:
-    """The recorded owner ran on this host and that process no longer exists."""
-    host, _, rest = recorded.partition(":")
-    pid, _, started = rest.partition(":")
-    if host != socket.gethostname() or not pid.isdigit():
+    """The recorded owner ran in this boot of this machine, in this pid namespace, and
+    that process no longer exists. Anything else (another host or container, an older
+    format, a process this user may not inspect) is never judged gone."""
+    parts = recorded.split(":")
+    if len(parts) != 5 or not parts[1].isdigit():
+        return False
+    host, pid, started, *machine = parts
+    if host != socket.gethostname() or tuple(machine) != _machine():
         return False
     try:
-        return f"{psutil.Process(int(pid)).create_time():.2f}" != started
-    except psutil.NoSuchProcess:
+        return _start_ticks(int(pid)) != started
+    except FileNotFoundError:
         return True
+    except OSError:  # e.g. /proc mounted with hidepid: cannot tell
+        return False
+
+
+def _start_ticks(pid: int) -> str:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        # The command name (field 2) may hold spaces; field 22 is 20th after it.
+        return stat.read().rsplit(")", 1)[1].split()[19]
+
+
+def _machine() -> tuple[str, str]:
+    """This boot of this kernel, and this process's pid namespace."""
+    with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as boot:
+        boot_id = boot.read().strip()[:8]
+    namespace = os.readlink("/proc/self/ns/pid").removeprefix("pid:[").rstrip("]")
+    return boot_id, namespace
 
 
 class Interrupted(KeyboardInterrupt):

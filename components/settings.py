@@ -7,9 +7,13 @@ environment is how the driver hands them the tracking store and shared options.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Final
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The `twinflow run` process a local run's steps belong to (components.processes.owner).
+OWNER_ENV: Final = "TWINFLOW_OWNER"
 
 
 class Settings(BaseSettings):
@@ -38,7 +42,7 @@ class Settings(BaseSettings):
         description="How long a request to an MLflow tracking server is retried (with "
                     "backoff) before the step fails; MLflow's own default is about 4 min.")
     owner: str = Field(
-        default="", validation_alias="TWINFLOW_OWNER",
+        default="", validation_alias=OWNER_ENV,
         description="host:pid:start of the `twinflow run` process a local run belongs to "
                     "(components.processes): its parent run is failed once it is gone.")
     train_backend: str = Field(

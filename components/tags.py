@@ -43,7 +43,9 @@ HARDWARE_TAG: Final = "twinflow.hardware"  # what trained: CPUs, GPUs, workers, 
 
 # The trial runs of a search (nested under the tune step's run).
 TUNE_TRIAL_TAG: Final = "twinflow.tune_trial"  # the Optuna trial's number
-TUNE_STATE_TAG: Final = "twinflow.tune_state"  # complete / pruned
+TUNE_STATE_TAG: Final = "twinflow.tune_state"  # TUNE_COMPLETE or TUNE_PRUNED
+TUNE_COMPLETE: Final = "complete"  # the trial trained every epoch
+TUNE_PRUNED: Final = "pruned"  # the pruner (or Katib's early stopping) stopped it
 # The pipeline run a trial belongs to, two levels up: finishing the pipeline finds (and
 # closes) a trial left RUNNING by a killed task in one query.
 PIPELINE_ROOT_TAG: Final = "twinflow.pipeline_run"

@@ -25,6 +25,7 @@ from mlflow.entities import Metric, Param, Run, RunStatus
 from mlflow.environment_variables import (
     MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR,
     MLFLOW_HTTP_REQUEST_MAX_RETRIES,
+    MLFLOW_HTTP_REQUEST_TIMEOUT,
 )
 from mlflow.tracking import MlflowClient
 
@@ -45,6 +46,7 @@ from components.tags import (
 )
 
 log = logging.getLogger(__name__)
+REQUEST_TIMEOUT = 30  # seconds without an answer before a tracking request is retried
 STORE_LOCK_SECONDS = 300  # a first creation with all migrations takes a few seconds
 
 
@@ -61,13 +63,17 @@ def bound_retries(seconds: int | None = None) -> int:
     """Retry a failed tracking request for at most about ``seconds`` (default: the
     ``TWINFLOW_TRACKING_RETRY_SECONDS`` setting) rather than MLflow's 7 retries with a
     backoff factor of 2 (about 4 minutes, per request: a lost server took 12.5 minutes to
-    fail a run, issue 17). Backoff factor 1 and r retries sleep 1 + 2 + ... + 2^(r-1) =
-    2^r - 1 seconds (plus MLflow's jitter of up to 1 s each). Environment variables, so
-    that the step processes inherit them; values the user set are kept. The retries."""
+    fail a run, issue 17). urllib3 sleeps 0, 2, 4, ... seconds before the retries with
+    backoff factor 1, so r retries sleep 2^r - 2 seconds (plus MLflow's jitter of up to
+    1 s each). Each attempt waits at most ``REQUEST_TIMEOUT`` for the server to answer
+    (MLflow's 120 s would make a host that drops packets take 12 minutes a request).
+    Environment variables, so that the step processes inherit them; values the user
+    set are kept. The retries."""
     budget = seconds or get_settings().tracking_retry_seconds
-    retries = max(1, int(math.log2(budget + 1)))
+    retries = max(1, int(math.log2(budget + 2)))
     os.environ.setdefault(MLFLOW_HTTP_REQUEST_MAX_RETRIES.name, str(retries))
     os.environ.setdefault(MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR.name, "1")
+    os.environ.setdefault(MLFLOW_HTTP_REQUEST_TIMEOUT.name, str(REQUEST_TIMEOUT))
     return int(os.environ[MLFLOW_HTTP_REQUEST_MAX_RETRIES.name])
 
 

@@ -24,7 +24,7 @@ from mlflow.entities import RunStatus
 
 from components.config import frameworks_of
 from components.processes import Interrupted, interrupts, owner, stop_descendants
-from components.settings import get_settings
+from components.settings import OWNER_ENV, get_settings
 from components.tracking import (
     bound_retries,
     ensure_reachable,
@@ -111,8 +111,11 @@ def _stopped(key: str, experiment: str, signal_name: str) -> None:
     then mark the run's MLflow runs KILLED."""
     with _ignoring_interrupts():
         stop_descendants()
-        finish_pipeline_run(key, experiment, False, f"interrupted by {signal_name}",
-                            status=RunStatus.KILLED)
+        try:
+            finish_pipeline_run(key, experiment, False, f"interrupted by {signal_name}",
+                                status=RunStatus.KILLED)
+        except Exception as err:  # e.g. the tracking server is gone too: still one line
+            log.warning("could not mark run %s KILLED: %s", key, err)
 
 
 def _execute(call: Callable[[], object], frameworks: list[str], home: Path) -> bool:
@@ -152,7 +155,7 @@ def _step_environment(uri: str, experiment: str) -> Iterator[Path]:
         error_file.touch()
         saved = dict(os.environ)
         os.environ.update({"MLFLOW_TRACKING_URI": uri, "TWINFLOW_EXPERIMENT": experiment,
-                           "TWINFLOW_ERROR_FILE": str(error_file), "TWINFLOW_OWNER": owner(),
+                           "TWINFLOW_ERROR_FILE": str(error_file), OWNER_ENV: owner(),
                            "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")})
         try:
             yield error_file

@@ -47,6 +47,7 @@ def predict(
     """Score a file with a registered model (rows validated against its training schema);
     the output appears complete or not at all."""
     from components.predict.run import model_framework
+    from components.processes import Interrupted
     from pipelines.local import run_pipeline
     from pipelines.predict import predict_pipeline
 
@@ -70,11 +71,18 @@ def predict(
         return
     target = output.resolve()
     pipeline = predict_pipeline(framework)
-    result = run_pipeline(
-        lambda: pipeline(model=config.model, data=config.data, output=str(target),
-                         keep=config.keep, batch_rows=config.batch_rows,
-                         data_format=config.format),
-        [framework], f"predict-{uuid.uuid4().hex[:12]}", get_settings().experiment, uri, quiet)
+    try:
+        result = run_pipeline(
+            lambda: pipeline(model=config.model, data=config.data, output=str(target),
+                             keep=config.keep, batch_rows=config.batch_rows,
+                             data_format=config.format),
+            [framework], f"predict-{uuid.uuid4().hex[:12]}", get_settings().experiment, uri,
+            quiet)
+    except Interrupted as stop:
+        typer.echo(f"twinflow: interrupted ({stop.signal_name}): stopped scoring run "
+                   f"{stop.run_key}, its MLflow runs marked KILLED; nothing was written to "
+                   f"{target}", err=True)
+        raise typer.Exit(code=stop.exit_code) from None
     if not result.succeeded:
         raise _fail(result.errors[0] if result.errors else "batch scoring failed; see the log")
     import pyarrow.parquet as pq

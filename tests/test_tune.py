@@ -237,3 +237,22 @@ def test_a_running_trial_of_a_live_process_is_left_alone(tmp_path: Path) -> None
     store.fail_dead(study, backend)
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.RUNNING] * 3
     assert unowned.number == 2
+
+
+def test_a_study_with_no_completed_trial_names_why(tmp_path: Path) -> None:
+    """Every trial pruned or failed: finish_study raises StudyError naming the states, so
+    tune-best fails its run instead of handing train a winner that does not exist."""
+    from components.tune.core import Study, StudyError, finish_study
+
+    storage = str(tmp_path / "journal.log")
+    optuna_study = optuna.create_study(storage=open_storage(storage), study_name="none",
+                                       direction="maximize")
+    for state in (optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL):
+        optuna_study.add_trial(optuna.trial.create_trial(
+            params={"learning_rate": 0.01},
+            distributions={"learning_rate": optuna.distributions.FloatDistribution(1e-4, 0.1)},
+            state=state, intermediate_values={1: 0.5} if state.name == "PRUNED" else None))
+    study = Study(parse_space(SPACE, "s"), TrainConfig(framework=Framework.TORCH), "none",
+                  storage, "val_accuracy", "maximize", 0)
+    with pytest.raises(StudyError, match=r"no trial completed \(FAIL, PRUNED\)"):
+        finish_study(study)

@@ -24,6 +24,7 @@ from typing import Any
 
 import mlflow
 import optuna
+from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from optuna.storages import BaseStorage
@@ -33,7 +34,13 @@ from components.data.dataset import Split, read_arrays, read_metadata
 from components.errors import TwinflowError
 from components.frameworks import get_adapter
 from components.frameworks.base import EpochMetrics, TrainContext
-from components.tags import PIPELINE_ROOT_TAG, TUNE_STATE_TAG, TUNE_TRIAL_TAG
+from components.tags import (
+    PIPELINE_ROOT_TAG,
+    TUNE_COMPLETE,
+    TUNE_PRUNED,
+    TUNE_STATE_TAG,
+    TUNE_TRIAL_TAG,
+)
 from components.train.model import CHECK_ROWS, check_model, model_spec
 from components.tune.plots import log_study_plots, warm_plots
 from components.tune.record import TrialRecorder
@@ -179,7 +186,8 @@ def run_trials(study: Study, data_dir: Path, trials: int, worker: int = 0,
                               timeout=study.space.timeout_minutes * 60 or None)
     finally:
         recorder.close()
-    states = [optuna_study.trials[n].state for n in objective.numbers]
+    every = optuna_study.get_trials(deepcopy=False)
+    states = [every[n].state for n in objective.numbers]
     return len(objective.numbers), states.count(optuna.trial.TrialState.PRUNED)
 
 
@@ -226,19 +234,21 @@ class _Objective:
             if trial.should_prune():
                 raise optuna.TrialPruned(f"epoch {m.epoch}: {metric} {logged[metric]:.4f}")
 
-        state = "complete"
+        tags, status = {TUNE_STATE_TAG: TUNE_COMPLETE}, RunStatus.FINISHED
         try:
             self.adapter.train(model_spec(config, self.meta), *self.splits, config,
                                TrainContext(), on_epoch)
         except optuna.TrialPruned:  # a pruned trial's run is FINISHED, not FAILED
-            state = "pruned"
+            tags = {TUNE_STATE_TAG: TUNE_PRUNED}
+            raise
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM stopped the step
+            tags, status = {}, RunStatus.KILLED
             raise
         except BaseException:
-            state = "failed"
+            tags, status = {}, RunStatus.FAILED
             raise
         finally:
-            self.recorder.end(run, {TUNE_STATE_TAG: state} if state != "failed" else {},
-                              failed=state == "failed", epochs=epochs.take())
+            self.recorder.end(run, tags, status, epochs=epochs.take())
         return values[-1]
 
 

@@ -57,7 +57,13 @@ from components.errors import (
 from components.frameworks import get_adapter
 from components.frameworks.base import EpochMetrics, TrainContext
 from components.settings import get_settings
-from components.tags import PIPELINE_ROOT_TAG, TUNE_STATE_TAG, TUNE_TRIAL_TAG
+from components.tags import (
+    PIPELINE_ROOT_TAG,
+    TUNE_COMPLETE,
+    TUNE_PRUNED,
+    TUNE_STATE_TAG,
+    TUNE_TRIAL_TAG,
+)
 from components.tracking import configure, experiment_id, log_metrics_batch
 from components.train.model import CHECK_ROWS, check_model, model_spec
 from components.tune.space import (
@@ -230,7 +236,7 @@ def run_trial(space: SearchSpace, base: TrainConfig, params: dict[str, Any], dat
                 adapter.train(spec, train, val, config, TrainContext(), on_epoch)
         except TrialStopped:  # a stopped trial's run is FINISHED (pruned), not FAILED
             stopped = True
-        mlflow.set_tag(TUNE_STATE_TAG, "pruned" if stopped else "complete")
+        mlflow.set_tag(TUNE_STATE_TAG, TUNE_PRUNED if stopped else TUNE_COMPLETE)
     if stopped:
         log.info("trial %s stopped early (SIGTERM) after %d epochs", run.info.run_id,
                  len(epochs))

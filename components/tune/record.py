@@ -90,18 +90,17 @@ class TrialRecorder:
         if metrics:
             self.background(lambda: self._client.log_batch(run.run_id, metrics=metrics))
 
-    def end(self, run: TrialRun, tags: dict[str, str], failed: bool = False,
+    def end(self, run: TrialRun, tags: dict[str, str], status: int = RunStatus.FINISHED,
             epochs: list[tuple[dict[str, float], int]] | None = None) -> None:
-        """Log the last ``epochs`` and ``tags`` in one request, then end the run FINISHED
-        (or FAILED) at the time of this call."""
-        end, metrics = _now(), _metrics(epochs or [])
-        status = RunStatus.to_string(RunStatus.FAILED if failed else RunStatus.FINISHED)
+        """Log the last ``epochs`` and ``tags`` in one request, then end the run with
+        ``status`` (a RunStatus value) at the time of this call."""
+        end, metrics, ended = _now(), _metrics(epochs or []), RunStatus.to_string(status)
 
         def finish() -> None:
             if metrics or tags:
                 self._client.log_batch(run.run_id, metrics=metrics,
                                        tags=[RunTag(k, v) for k, v in tags.items()])
-            self._client.set_terminated(run.run_id, status, end_time=end)
+            self._client.set_terminated(run.run_id, ended, end_time=end)
 
         self.background(finish)
 
