@@ -70,6 +70,7 @@ def _server(folder: Path, port: int) -> subprocess.Popen[bytes]:
                 return proc
         except requests.RequestException:  # not up yet, or slow to answer
             time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)  # not left running after a failed start
     raise RuntimeError("mlflow server did not start")
 
 
