@@ -30,7 +30,7 @@ from mlflow.environment_variables import (
 from mlflow.tracking import MlflowClient
 
 from components.errors import TrackingError
-from components.processes import gone, interrupts
+from components.processes import gone
 from components.settings import get_settings
 from components.tags import (
     ERROR_TAG,
@@ -242,13 +242,14 @@ def fail_abandoned_runs(experiment: str) -> list[str]:
 @contextmanager
 def step_run(parent_run_id: str, step: str, framework: str = "") -> Iterator[str]:
     """A nested MLflow run for one step: FAILED if the body raises, KILLED if Ctrl-C or
-    SIGTERM (raised as KeyboardInterrupt while the body runs) stopped it."""
+    SIGTERM stopped it (every step runs inside components.errors.step_errors, which
+    raises SIGTERM as a KeyboardInterrupt)."""
     configure()
     exp = MlflowClient().get_run(parent_run_id).info.experiment_id
     tags = {STEP_TAG: step, **({FRAMEWORK_TAG: framework} if framework else {})}
     name = f"{step}-{framework}" if framework else step
     with mlflow.start_run(experiment_id=exp, run_name=name, parent_run_id=parent_run_id,
-                          tags=tags) as run, interrupts():
+                          tags=tags) as run:
         try:
             yield run.info.run_id
         except KeyboardInterrupt:
@@ -258,13 +259,7 @@ def step_run(parent_run_id: str, step: str, framework: str = "") -> Iterator[str
 
 def log_metrics_batch(metrics: dict[str, float], step: int = 0, run_id: str | None = None) -> None:
     """Log many metrics in one request (one call per point is ~100x slower over HTTP)."""
-    log_epochs([(metrics, step)], run_id)
-
-
-def log_epochs(epochs: list[tuple[dict[str, float], int]], run_id: str | None = None) -> None:
-    """Log several epochs' metrics (each with its step) in one request."""
     active = run_id or mlflow.active_run().info.run_id  # type: ignore[union-attr]
     now = int(time.time() * 1000)
     MlflowClient().log_batch(active, metrics=[Metric(k, float(v), now, step)
-                                              for metrics, step in epochs
                                               for k, v in metrics.items()])

@@ -30,7 +30,13 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from optuna.storages import BaseStorage
 
 from components.config import TrainConfig
-from components.data.dataset import Split, read_arrays, read_metadata
+from components.data.dataset import (
+    ArraySplit,
+    DatasetMetadata,
+    Split,
+    read_arrays,
+    read_metadata,
+)
 from components.errors import TwinflowError
 from components.frameworks import get_adapter
 from components.frameworks.base import EpochMetrics, TrainContext
@@ -205,8 +211,8 @@ class _Objective:
     its last validation metric the value (pruned by the per-epoch one if a pruner
     reads it)."""
 
-    def __init__(self, study: Study, store: Store, recorder: TrialRecorder, meta: Any,
-                 splits: tuple[Any, Any]) -> None:
+    def __init__(self, study: Study, store: Store, recorder: TrialRecorder,
+                 meta: DatasetMetadata, splits: tuple[ArraySplit, ArraySplit]) -> None:
         self.study, self.store, self.recorder, self.meta = study, store, recorder, meta
         self.splits = splits
         self.adapter = get_adapter(study.base.framework)
