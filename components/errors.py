@@ -8,12 +8,24 @@ line, records it for the CLI and exits non-zero so that KFP marks the task faile
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
+import shutil
+import signal
 import sys
+import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlparse
 
 from pydantic import ValidationError
+
+if TYPE_CHECKING:
+    from components.settings import Settings
 
 log = logging.getLogger("twinflow")
 
@@ -58,32 +70,144 @@ def report_error(message: str) -> None:
             fh.write(message.replace("\n", " ") + "\n")
 
 
+class StepTimeout(TwinflowError):
+    """The step ran longer than its time limit (``TWINFLOW_STEP_TIMEOUT``)."""
+
+
 @contextmanager
 def step_errors(step: str) -> Iterator[None]:
-    """Run a step body; bad input becomes one error line and exit code 1. SIGTERM is
-    raised as an interrupt (components.processes.interrupts), so a step stopped by it
-    cleans up (stops its workers, ends its runs KILLED) as after Ctrl-C."""
+    """Run a step body; bad input becomes one error line and exit code 1.
+
+    SIGTERM is raised as an interrupt (components.processes.interrupts), so a step
+    stopped by it cleans up (stops its workers, ends its runs KILLED) as after Ctrl-C.
+    A bug keeps its traceback but still reports one line naming the exception, so
+    the CLI's last line and the parent run's error tag hold the real cause, never
+    KFP's 'task failed'. The step's time limit, if set, is enforced here too.
+    """
     from components.processes import interrupts
 
     configure_logging()
     try:
-        with interrupts():
+        with interrupts(), _time_limit(step):
             yield
-    except TwinflowError as err:
-        report_error(f"{step}: {err}")
-        raise SystemExit(1) from None
-    except ValidationError as err:
-        report_error(f"{step}: {describe_validation_error(err, 'config')}")
-        raise SystemExit(1) from None
     except Exception as err:
-        if not lost_connection(err):
-            raise
+        report_error(error_line(step, err))
+        if expected(err):
+            raise SystemExit(1) from None
+        raise
+
+
+def expected(err: BaseException) -> bool:
+    """``err`` is the user's or the environment's problem, told in one line (no traceback)."""
+    return (isinstance(err, TwinflowError | ValidationError) or lost_connection(err)
+            or disk_full(err))
+
+
+def error_line(step: str, err: BaseException) -> str:
+    """The one line that names why ``step`` failed with ``err``."""
+    if isinstance(err, TwinflowError):
+        return f"{step}: {err}"
+    if isinstance(err, ValidationError):
+        return f"{step}: {describe_validation_error(err, 'config')}"
+    if lost_connection(err):
         from components.settings import get_settings
 
-        report_error(f"{step}: MLflow tracking server {get_settings().resolved_tracking_uri()} "
-                     "is unreachable (gave up retrying); the run is marked FAILED by the next "
-                     "twinflow run or show once the server is back")
-        raise SystemExit(1) from None
+        return (f"{step}: MLflow tracking server {get_settings().resolved_tracking_uri()} "
+                "is unreachable (gave up retrying); the run is marked FAILED by the next "
+                "twinflow run or show once the server is back")
+    if disk_full(err):
+        return f"{step}: disk full ({_first_line(err)}); {_fullest_disk(err)}"
+    line = f"{step}: {type(err).__name__}: {_first_line(err)} (traceback in the step log)"
+    low = _fullest_disk(err, below=LOW_DISK_BYTES)
+    return f"{line}; {low}" if low else line
+
+
+#: Free bytes under which a failure's line mentions the disk (a truncated file's error).
+LOW_DISK_BYTES = 64 * 2**20
+#: SQLite's and Python's words for a full disk.
+DISK_FULL_WORDS = ("database or disk is full", "No space left on device")
+
+
+def disk_full(err: BaseException) -> bool:
+    """``err`` (or its cause) is a write that found no space left on a device."""
+    for cause in _chain(err):
+        if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
+            return True
+        if any(word in str(cause) for word in DISK_FULL_WORDS):
+            return True
+    return False
+
+
+def _fullest_disk(err: BaseException, below: int | None = None) -> str:
+    """Which of the paths a step writes to has least space left, as words; '' when
+    ``below`` is given and every path has more free bytes than that."""
+    from components.settings import get_settings
+
+    paths = [Path(c.filename) for c in _chain(err)
+             if isinstance(c, OSError) and isinstance(c.filename, str)]
+    paths += [*_written_paths(get_settings()), Path(tempfile.gettempdir())]
+    free: dict[Path, int] = {}
+    for path in paths:
+        with contextlib.suppress(OSError):  # a path not made yet, or on a lost mount
+            free.setdefault(path, shutil.disk_usage(path).free)
+    if not free:
+        return ""
+    path, left = min(free.items(), key=lambda item: item[1])
+    if below is not None and left >= below:
+        return ""
+    return f"the file system of {path.resolve()} has {left / 2**20:.1f} MB free"
+
+
+def _written_paths(settings: Settings) -> list[Path]:
+    """Where a local step writes: the store's artifact root, the pipeline root, home."""
+    from components.settings import LOCAL_PIPELINE_ROOT
+    from components.tracking import artifact_location
+
+    home = settings.home
+    paths = [home / LOCAL_PIPELINE_ROOT, home]
+    location = artifact_location(settings.resolved_tracking_uri())
+    if location and location.startswith("file:"):
+        paths.insert(0, Path(urlparse(location).path))
+    return paths
+
+
+def _chain(err: BaseException) -> Iterator[BaseException]:
+    """``err`` and its causes, each once."""
+    seen: set[int] = set()
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        yield cause
+        cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:500] if text else type(err).__name__
+
+
+@contextmanager
+def _time_limit(step: str) -> Iterator[None]:
+    """Raise :class:`StepTimeout` once the step has run ``TWINFLOW_STEP_TIMEOUT`` seconds
+    (SIGALRM; main thread only, where KFP runs a component)."""
+    from components.settings import STEP_TIMEOUT_ENV, get_settings
+
+    seconds = get_settings().step_timeout
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: object) -> None:
+        raise StepTimeout(f"exceeded its time limit of {seconds} s (twinflow run "
+                          f"--step-timeout, env {STEP_TIMEOUT_ENV})")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 #: urllib3's words for a request that never reached a server (in MLflow's message).
@@ -103,17 +227,13 @@ def lost_connection(err: BaseException) -> bool:
     if not uri.startswith(("http://", "https://")):
         return False
     address = uri.split("://", 1)[1].split("/", 1)[0]
-    seen: set[int] = set()
-    cause: BaseException | None = err
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
+    for cause in _chain(err):
         text = str(cause)
         if isinstance(cause, requests.ConnectionError) and address in text:
             return True
         if "Max retries exceeded" in text and address in text and any(
                 marker in text for marker in CONNECT_FAILURES):
             return True  # MLflow's wrapper of the requests error, with its message
-        cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
     return False
 
 

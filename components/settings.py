@@ -14,6 +14,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The `twinflow run` process a local run's steps belong to (components.processes.owner).
 OWNER_ENV: Final = "TWINFLOW_OWNER"
+#: The local runner's pipeline root (KFP artifacts of each task), under ``home``.
+LOCAL_PIPELINE_ROOT: Final = "pipeline_root"
+#: Seconds a step may run before it fails (0: no limit); `twinflow run --step-timeout`.
+STEP_TIMEOUT_ENV: Final = "TWINFLOW_STEP_TIMEOUT"
 
 
 class Settings(BaseSettings):
@@ -41,6 +45,10 @@ class Settings(BaseSettings):
         default=60, ge=1, le=3600, validation_alias="TWINFLOW_TRACKING_RETRY_SECONDS",
         description="How long a request to an MLflow tracking server is retried (with "
                     "backoff) before the step fails; MLflow's own default is about 4 min.")
+    step_timeout: int = Field(
+        default=0, ge=0, validation_alias=STEP_TIMEOUT_ENV,
+        description="Seconds a step may run before it fails naming the limit; 0 for none. "
+                    "On a cluster the pods get the same limit (activeDeadlineSeconds).")
     owner: str = Field(
         default="", validation_alias=OWNER_ENV,
         description="host:pid:start of the `twinflow run` process a local run belongs to "

@@ -20,7 +20,8 @@ from typing import Final
 KIND_TAG: Final = "twinflow.kind"  # marks the parent run of a pipeline job
 PIPELINE_KIND: Final = "pipeline"  # the value of KIND_TAG on a parent run
 RUN_KEY_TAG: Final = "twinflow.run_key"  # the pipeline job id the exit task looks it up by
-ERROR_TAG: Final = "twinflow.error"  # why a failed pipeline failed
+ERROR_TAG: Final = "twinflow.error"  # why a failed pipeline (or step) failed: one line
+ERROR_TAG_CHARS: Final = 5000  # MLflow's limit on a tag value is 8000
 OWNER_TAG: Final = "twinflow.owner"  # host:pid:start of the local process running it
 RECOMMENDATION_TAG: Final = "twinflow.recommendation"  # compare's one-line verdict
 

@@ -29,11 +29,12 @@ from mlflow.environment_variables import (
 )
 from mlflow.tracking import MlflowClient
 
-from components.errors import TrackingError
+from components.errors import TrackingError, error_line, lost_connection
 from components.processes import gone
 from components.settings import get_settings
 from components.tags import (
     ERROR_TAG,
+    ERROR_TAG_CHARS,
     FRAMEWORK_TAG,
     KIND_TAG,
     OWNER_TAG,
@@ -193,9 +194,11 @@ def start_pipeline_run(run_key: str, experiment: str, run_name: str,
 
 
 def finish_pipeline_run(run_key: str, experiment: str, succeeded: bool, message: str = "",
-                        status: int | None = None) -> None:
+                        status: int | None = None, step_error: bool = False) -> None:
     """Close the parent run and any step run a crashed task left RUNNING (FAILED, or
-    ``status``, a RunStatus value, e.g. KILLED after an interrupt)."""
+    ``status``, a RunStatus value, e.g. KILLED after an interrupt). With ``step_error``
+    the parent's error tag is the first failed step's own line, when one has it
+    (``message`` is then KFP's words, e.g. 'Task exit-handler-1 failed.')."""
     run_id = find_pipeline_run(run_key, experiment)
     if run_id is None:
         log.warning("no MLflow run for pipeline job %s; nothing to finish", run_key)
@@ -211,9 +214,20 @@ def finish_pipeline_run(run_key: str, experiment: str, succeeded: bool, message:
     ended = status or RunStatus.FAILED
     for child in [*deeper, *children]:
         client.set_terminated(child.info.run_id, RunStatus.to_string(ended))
+    if not succeeded and step_error:
+        message = first_step_error(exp_id, run_id) or message
     if message:
-        client.set_tag(run_id, ERROR_TAG, message[:5000])
+        client.set_tag(run_id, ERROR_TAG, message[:ERROR_TAG_CHARS])
     client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED if succeeded else ended))
+
+
+def first_step_error(experiment_id: str, run_id: str) -> str:
+    """The error line of the step of ``run_id`` that failed first; '' if none has one."""
+    failed = MlflowClient().search_runs(
+        [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}' and "
+                                       f"tags.`{ERROR_TAG}` != ''",
+        order_by=["attributes.end_time ASC"], max_results=1)
+    return failed[0].data.tags[ERROR_TAG] if failed else ""
 
 
 def fail_abandoned_runs(experiment: str) -> list[str]:
@@ -255,6 +269,20 @@ def step_run(parent_run_id: str, step: str, framework: str = "") -> Iterator[str
         except KeyboardInterrupt:
             mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
             raise
+        except Exception as err:
+            _tag_error(run.info.run_id, error_line(name, err), err)
+            raise
+
+
+def _tag_error(run_id: str, line: str, err: Exception) -> None:
+    """Record why a step failed on its run, where the parent run's finish finds it
+    (KFP only tells that a task failed); best effort: the store may be what failed."""
+    if lost_connection(err):
+        return  # the write would only fail again, after minutes of retries
+    try:
+        MlflowClient().set_tag(run_id, ERROR_TAG, line[:ERROR_TAG_CHARS])
+    except Exception as tag_err:  # the step's own error is the one to report
+        log.warning("could not record the error on run %s: %s", run_id, tag_err)
 
 
 def log_metrics_batch(metrics: dict[str, float], step: int = 0, run_id: str | None = None) -> None:

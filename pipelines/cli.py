@@ -16,7 +16,7 @@ from rich.table import Table
 
 from components.config import Priority
 from components.errors import TwinflowError, describe_validation_error
-from components.settings import get_settings
+from components.settings import STEP_TIMEOUT_ENV, get_settings
 from pipelines.options import all_but, with_params
 from pipelines.params import PipelineParams, with_model_code, with_tune_space
 from pipelines.predict_cmd import predict as predict_cmd
@@ -43,6 +43,9 @@ TUNE_FIELDS = ("tune_space", "tune_trials", "tune_parallel", "tune_tasks", "tune
 SUBMIT_FIELDS = ("framework", "experiment", "source", "label", "model_ref", "model_options",
                  "epochs", "workers", *TUNE_FIELDS)
 
+StepTimeoutOpt = Annotated[int, typer.Option(
+    "--step-timeout", envvar=STEP_TIMEOUT_ENV, min=0,
+    help="Seconds each step may run before it fails naming the limit (0: none).")]
 TrackingOpt = Annotated[str, typer.Option(
     "--tracking-uri", envvar="MLFLOW_TRACKING_URI",
     help="MLflow tracking URI (default: SQLite store in .twinflow/).")]
@@ -67,6 +70,7 @@ def _params(**values: object) -> PipelineParams:
 def run(
     tracking_uri: TrackingOpt = "",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Step logs to a file.")] = False,
+    step_timeout: StepTimeoutOpt = 0,
     **values: Any,
 ) -> None:
     """Run the whole pipeline locally through KFP's local runner."""
@@ -80,7 +84,7 @@ def run(
     params = params.model_copy(update={"checkpoint_root": str(root)})
     uri = tracking_uri or get_settings().resolved_tracking_uri()
     try:
-        result = run_local(params, uri, quiet=quiet)
+        result = run_local(params, uri, quiet=quiet, step_timeout=step_timeout)
     except TwinflowError as err:
         raise _fail(str(err)) from None
     except Interrupted as stop:
@@ -98,8 +102,9 @@ def run(
         render(summary, result.seconds, _ui_command(tracking_uri))
     if result.log_file:
         err_console.print(f"step logs: {result.log_file}")
-    if not result.succeeded:
-        raise _fail(result.errors[0] if result.errors else
+    if not result.succeeded:  # the line the parent run is tagged with, if it has one
+        raise _fail(summary.error if summary and summary.error else
+                    result.errors[0] if result.errors else
                     "the pipeline failed; see the step logs above")
 
 
@@ -167,6 +172,7 @@ def submit(
     credentials_secret: Annotated[str, typer.Option(
         help="Secret with MLFLOW_TRACKING_USERNAME/PASSWORD for the steps ('' for none).")
     ] = "mlflow-client-credentials",
+    step_timeout: StepTimeoutOpt = 0,
     **values: Any,
 ) -> None:
     """Compile and submit the pipeline to a Kubeflow Pipelines endpoint."""
@@ -176,7 +182,7 @@ def submit(
     try:
         result = submit_run(params, tracking_uri, host or None, params.experiment,
                             token or None, wait=wait, timeout=timeout, namespace=namespace,
-                            credentials_secret=credentials_secret)
+                            credentials_secret=credentials_secret, step_timeout=step_timeout)
     except TwinflowError as err:
         raise _fail(str(err)) from None
     Console(soft_wrap=True).print(f"run {result.run_id}: {result.state} ({result.url})")

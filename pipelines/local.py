@@ -24,7 +24,7 @@ from mlflow.entities import RunStatus
 
 from components.config import frameworks_of
 from components.processes import Interrupted, interrupts, owner, stop_descendants
-from components.settings import OWNER_ENV, get_settings
+from components.settings import LOCAL_PIPELINE_ROOT, OWNER_ENV, STEP_TIMEOUT_ENV, get_settings
 from components.tracking import (
     bound_retries,
     ensure_reachable,
@@ -48,8 +48,10 @@ class LocalRun:
     log_file: Path | None
 
 
-def run_local(params: PipelineParams, tracking_uri: str = "", quiet: bool = False) -> LocalRun:
-    """Execute the pipeline locally; step errors are collected, not raised."""
+def run_local(params: PipelineParams, tracking_uri: str = "", quiet: bool = False,
+              step_timeout: int = 0) -> LocalRun:
+    """Execute the pipeline locally; step errors are collected, not raised. Each step
+    fails once it has run ``step_timeout`` seconds (0: no limit)."""
     from pipelines.pipeline import pipeline_for
 
     key = params.run_key or f"local-{uuid.uuid4().hex[:12]}"
@@ -57,11 +59,12 @@ def run_local(params: PipelineParams, tracking_uri: str = "", quiet: bool = Fals
     pipeline = pipeline_for(params)
     return run_pipeline(lambda: pipeline(**params.as_arguments()),
                         list(frameworks_of(params.framework)), key, params.experiment,
-                        tracking_uri, quiet)
+                        tracking_uri, quiet, step_timeout)
 
 
 def run_pipeline(call: Callable[[], object], frameworks: list[str], key: str, experiment: str,
-                 tracking_uri: str = "", quiet: bool = False) -> LocalRun:
+                 tracking_uri: str = "", quiet: bool = False, step_timeout: int = 0
+                 ) -> LocalRun:
     """Run ``call`` (a KFP pipeline function called with its arguments) through the local
     runner, with warm step interpreters for ``frameworks``; errors collected, not raised."""
     settings = get_settings()
@@ -70,7 +73,7 @@ def run_pipeline(call: Callable[[], object], frameworks: list[str], key: str, ex
     ensure_reachable(uri)
     home = settings.home.resolve()
     log_file = home / "logs" / f"{key}.log" if quiet else None
-    with _step_environment(uri, experiment) as error_file, _output_to(log_file):
+    with _step_environment(uri, experiment, step_timeout) as error_file, _output_to(log_file):
         fail_abandoned_runs(experiment)
         start = time.perf_counter()
         try:
@@ -122,7 +125,7 @@ def _execute(call: Callable[[], object], frameworks: list[str], home: Path) -> b
     import kfp.local
 
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False),
-                   pipeline_root=str(home / "pipeline_root"), raise_on_error=True)
+                   pipeline_root=str(home / LOCAL_PIPELINE_ROOT), raise_on_error=True)
     try:
         with warnings.catch_warnings(), warm_python(frameworks) as python, \
                 _runner_python(python):
@@ -148,8 +151,8 @@ def _runner_python(python: str | None) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _step_environment(uri: str, experiment: str) -> Iterator[Path]:
-    """Environment the step subprocesses inherit: the store and an error file."""
+def _step_environment(uri: str, experiment: str, step_timeout: int) -> Iterator[Path]:
+    """Environment the step subprocesses inherit: the store, an error file, the limit."""
     with tempfile.TemporaryDirectory(prefix="twinflow-") as tmp:
         error_file = Path(tmp) / "errors.txt"
         error_file.touch()
@@ -157,6 +160,8 @@ def _step_environment(uri: str, experiment: str) -> Iterator[Path]:
         os.environ.update({"MLFLOW_TRACKING_URI": uri, "TWINFLOW_EXPERIMENT": experiment,
                            "TWINFLOW_ERROR_FILE": str(error_file), OWNER_ENV: owner(),
                            "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")})
+        if step_timeout:
+            os.environ[STEP_TIMEOUT_ENV] = str(step_timeout)
         try:
             yield error_file
         finally:

@@ -21,6 +21,7 @@ import requests
 import yaml
 
 from components.errors import TwinflowError
+from components.settings import STEP_TIMEOUT_ENV
 from components.tune.storage import store_for
 from pipelines.compile import compile_pipeline
 from pipelines.params import PipelineParams
@@ -32,6 +33,7 @@ TERMINAL = {"SUCCEEDED", "FAILED", "CANCELED", "SKIPPED"}
 # The Secret of manifests/overlays/cluster (MLflow basic-auth) the steps log in with.
 CREDENTIALS_SECRET = "mlflow-client-credentials"
 CREDENTIAL_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+DEADLINE_GRACE = 60  # seconds a timed-out step has to report and close its runs
 
 
 class SubmitError(TwinflowError):
@@ -61,23 +63,33 @@ def with_env(ir: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
     return ir
 
 
-def secret_env_platform(ir: dict[str, Any], secret: str,
-                        keys: tuple[str, ...] = CREDENTIAL_KEYS) -> dict[str, Any]:
-    """The KFP platform spec giving every executor ``keys`` of Secret ``secret`` as env.
+def platform_spec(ir: dict[str, Any], secret: str, step_timeout: int = 0,
+                  keys: tuple[str, ...] = CREDENTIAL_KEYS) -> dict[str, Any] | None:
+    """The KFP platform spec of every executor: ``keys`` of Secret ``secret`` as env,
+    and with ``step_timeout`` a pod deadline; None when neither applies.
 
-    Built with kfp-kubernetes' own schema (what ``kubernetes.use_secret_as_env``
-    writes), ``optional`` so that a cluster without MLflow auth (the kind overlay)
-    runs the same package.
+    Built with kfp-kubernetes' own schema (what ``kubernetes.use_secret_as_env`` and
+    ``kubernetes.set_timeout`` write). The Secret is ``optional`` so that a cluster
+    without MLflow auth (the kind overlay) runs the same package. The deadline leaves
+    the step :data:`DEADLINE_GRACE` seconds to fail by itself first, naming the limit
+    (components.errors), before Kubernetes kills its pod.
     """
     from google.protobuf import json_format
     from kfp.kubernetes import kubernetes_executor_config_pb2 as pb
     from kfp.kubernetes.common import parse_k8s_parameter_input
 
-    entry = pb.SecretAsEnv(secret_name=secret, optional=True, key_to_env=[
-        pb.SecretAsEnv.SecretKeyToEnvMap(secret_key=k, env_var=k) for k in keys])
-    entry.secret_name_parameter.CopyFrom(parse_k8s_parameter_input(secret, task=None))
-    config = json_format.MessageToDict(pb.KubernetesExecutorConfig(secret_as_env=[entry]))
-    executors = {name: config for name in ir["deploymentSpec"]["executors"]}
+    config = pb.KubernetesExecutorConfig()
+    if secret:
+        entry = pb.SecretAsEnv(secret_name=secret, optional=True, key_to_env=[
+            pb.SecretAsEnv.SecretKeyToEnvMap(secret_key=k, env_var=k) for k in keys])
+        entry.secret_name_parameter.CopyFrom(parse_k8s_parameter_input(secret, task=None))
+        config.secret_as_env.append(entry)
+    if step_timeout:
+        config.active_deadline_seconds = step_timeout + DEADLINE_GRACE
+    if not secret and not step_timeout:
+        return None
+    executors = {name: json_format.MessageToDict(config)
+                 for name in ir["deploymentSpec"]["executors"]}
     return {"platforms": {"kubernetes": {"deploymentSpec": {"executors": executors}}}}
 
 
@@ -94,17 +106,19 @@ class Target:
     poll: float = 5
     namespace: str = "twinflow"
     credentials_secret: str = CREDENTIALS_SECRET
+    step_timeout: int = 0  # seconds each step may run (0: no limit)
 
 
 def submit(params: PipelineParams, tracking_uri: str, host: str | None = None,
            experiment: str = "twinflow", token: str | None = None, wait: bool = False,
            timeout: float = 3600, poll: float = 5, namespace: str = "twinflow",
-           credentials_secret: str = CREDENTIALS_SECRET) -> SubmitResult:
+           credentials_secret: str = CREDENTIALS_SECRET, step_timeout: int = 0
+           ) -> SubmitResult:
     """Compile the training pipeline with the steps' environment baked in, submit,
     optionally wait (see :func:`submit_package`)."""
     check_tune_storage(params)
     target = Target(tracking_uri, host, experiment, token, wait, timeout, poll, namespace,
-                    credentials_secret)
+                    credentials_secret, step_timeout)
     return submit_package(lambda path: compile_pipeline(path, params), {},
                           f"twinflow-{params.framework}", target)
 
@@ -140,9 +154,11 @@ def submit_package(compile_to: Callable[[Path], Path], arguments: dict[str, Any]
         package = compile_to(Path(tmp) / "pipeline.yaml")
         env = {"MLFLOW_TRACKING_URI": target.tracking_uri,
                "TWINFLOW_TRAIN_BACKEND": "kubernetes", "TWINFLOW_NAMESPACE": target.namespace}
+        if target.step_timeout:
+            env[STEP_TIMEOUT_ENV] = str(target.step_timeout)
         ir = with_env(yaml.safe_load(package.read_text()), env)
-        secret = target.credentials_secret
-        docs = [ir, secret_env_platform(ir, secret)] if secret else [ir]
+        platform = platform_spec(ir, target.credentials_secret, target.step_timeout)
+        docs = [ir, platform] if platform else [ir]
         package.write_text(yaml.safe_dump_all(docs, sort_keys=False))
         client = kfp.Client(host=host, existing_token=token)
         run = client.create_run_from_pipeline_package(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mlflow.entities import Run
+from mlflow.entities import Run, RunStatus
 from mlflow.tracking import MlflowClient
 from rich.console import Console
 from rich.table import Table
@@ -12,6 +12,7 @@ from rich.table import Table
 from components.frameworks import framework_names
 from components.tags import (
     BLESSED_TAG,
+    ERROR_TAG,
     FRAMEWORK_TAG,
     MODEL_CARD_TAG,
     MODEL_VERSION_TAG,
@@ -59,6 +60,7 @@ class RunSummary:
     steps: list[StepRow]
     results: list[FrameworkResult]
     recommendation: str = ""
+    error: str = ""  # a failed run's first step error (ERROR_TAG), as the CLI's last line
 
 
 def chosen_run(run_id: str, tracking_uri: str) -> str:
@@ -96,7 +98,8 @@ def collect_run(run_id: str) -> RunSummary:
                                   order_by=["attributes.start_time ASC"])
     steps = [StepRow(c.info.run_name or "?", c.info.status, _seconds(c)) for c in children]
     return RunSummary(run_id, parent.info.status, steps, _results(children),
-                      parent.data.tags.get(RECOMMENDATION_TAG, ""))
+                      parent.data.tags.get(RECOMMENDATION_TAG, ""),
+                      parent.data.tags.get(ERROR_TAG, ""))
 
 
 def _seconds(run: Run) -> float | None:
@@ -113,7 +116,11 @@ def _results(children: list[Run]) -> list[FrameworkResult]:
         if evaluation is None:
             continue
         push = by_step.get((Step.PUSH, fw))
-        blessed = evaluation.data.tags.get(BLESSED_TAG)
+        # A step that failed after tagging its verdict (e.g. on a full disk) judged nothing.
+        judged = evaluation.info.status == RunStatus.to_string(RunStatus.FINISHED)
+        blessed = evaluation.data.tags.get(BLESSED_TAG) if judged else None
+        verdict = (evaluation.data.tags.get(VERDICT_TAG, "") if judged
+                   else f"evaluate {evaluation.info.status}")
         model = None
         if push is not None and MODEL_VERSION_TAG in push.data.tags:
             model = (f"{push.data.tags[REGISTERED_MODEL_TAG]} "
@@ -122,8 +129,7 @@ def _results(children: list[Run]) -> list[FrameworkResult]:
         metrics = evaluation.data.metrics
         results.append(FrameworkResult(
             fw, {k: metrics[k] for k in task.headline if k in metrics},
-            None if blessed is None else blessed == "true",
-            evaluation.data.tags.get(VERDICT_TAG, ""), model,
+            None if blessed is None else blessed == "true", verdict, model,
             push.data.tags.get(MODEL_CARD_TAG, "") if push is not None else "",
             _tuned(by_step.get((Step.TUNE, fw)))))
     return results

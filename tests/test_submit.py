@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from components.config import Framework
+from components.settings import STEP_TIMEOUT_ENV
 from pipelines.params import PipelineParams, with_tune_space
-from pipelines.submit import SubmitError, submit
+from pipelines.submit import DEADLINE_GRACE, SubmitError, submit
 from tests.kfp_fake_server import FakeKfp
 
 URI = "http://mlflow.twinflow.svc:5000"
@@ -60,6 +61,23 @@ def test_submit_sends_the_compiled_pipeline_with_tracking_env(
     [experiment] = api.experiments.values()
     assert experiment["display_name"] == "exp-a"
     assert body["experiment_id"] == experiment["experiment_id"]
+
+
+def test_step_timeout_reaches_every_step_and_its_pod(kfp_api: tuple[FakeKfp, str]) -> None:
+    """--step-timeout: each step enforces the limit itself (env), and Kubernetes kills
+    its pod a grace period later (activeDeadlineSeconds, kfp-kubernetes' schema)."""
+    api, base = kfp_api
+    submit(PipelineParams(), URI, host=base, token="s3cret", credentials_secret="",
+           step_timeout=600)
+    body = _run_request(api)
+    spec, platform = (body["pipeline_spec"]["pipeline_spec"],
+                      body["pipeline_spec"]["platform_spec"])
+    for executor in spec["deploymentSpec"]["executors"].values():
+        assert {"name": STEP_TIMEOUT_ENV, "value": "600"} in executor["container"]["env"]
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(executors) == set(spec["deploymentSpec"]["executors"])
+    assert {json.dumps(c, sort_keys=True) for c in executors.values()} == {
+        json.dumps({"activeDeadlineSeconds": str(600 + DEADLINE_GRACE)})}
 
 
 def test_wait_reports_a_failed_run(kfp_api: tuple[FakeKfp, str]) -> None:

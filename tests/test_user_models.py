@@ -619,7 +619,7 @@ def test_module_function_that_the_steps_cannot_import_is_one_clear_error(
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 1, done.stdout[-2000:]
     assert done.stderr.strip().splitlines()[-1] == (
-        f"twinflow: error: train: model {PKG_REF}: cannot import mypkg.nets: "
+        f"twinflow: error: train-torch: model {PKG_REF}: cannot import mypkg.nets: "
         "ModuleNotFoundError: No module named 'mypkg'")
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / '.twinflow' / 'mlflow.db'}")
     assert client.search_registered_models() == []

@@ -35,5 +35,6 @@ def finish(run_key: str, experiment: str, state: str, error: str = "") -> None:
     """Mark the parent run FINISHED or FAILED from KFP's final pipeline state."""
     configure()
     succeeded = state.upper() in ("SUCCEEDED", "SUCCESS")
-    finish_pipeline_run(run_key, experiment, succeeded, "" if succeeded else error)
+    finish_pipeline_run(run_key, experiment, succeeded, "" if succeeded else error,
+                        step_error=True)
     log.info("pipeline %s: %s", run_key, state)
