@@ -60,11 +60,18 @@ TUNE_RUN_TAG: Final = "twinflow.tune_run"  # the tune step's MLflow run id
 BLESSED_TAG: Final = "twinflow.blessed"  # "true" / "false"
 VERDICT_TAG: Final = "twinflow.verdict"
 CHAMPION_SOURCE_TAG: Final = "twinflow.champion_source"
+# The champion version the candidate was judged against ("" for none): push re-judges
+# against a champion crowned by a concurrent run after that.
+JUDGED_AGAINST_TAG: Final = "twinflow.judged_against"
 
 # The push step run.
 REGISTERED_MODEL_TAG: Final = "twinflow.registered_model"
 MODEL_VERSION_TAG: Final = "twinflow.model_version"
 MODEL_CARD_TAG: Final = "twinflow.model_card"  # the card's artifact URI
+CROWNED_TAG: Final = "twinflow.crowned"  # "true": this push moved the champion alias to it
+CROWN_REASON_TAG: Final = "twinflow.crown_reason"  # why it did or did not
+# The registered model that serves as a mutex while a push moves the champion alias.
+LOCK_MODEL_SUFFIX: Final = ".twinflow-lock"
 
 # --- registered model version tags (written by push, read by the next evaluate) ---
 

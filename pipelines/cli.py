@@ -17,9 +17,10 @@ from rich.table import Table
 from components.config import Priority
 from components.errors import TwinflowError, describe_validation_error
 from components.settings import STEP_TIMEOUT_ENV, get_settings
-from pipelines.options import all_but, with_params
+from pipelines.options import TrackingOpt, all_but, with_params
 from pipelines.params import PipelineParams, with_model_code, with_tune_space
 from pipelines.predict_cmd import predict as predict_cmd
+from pipelines.runs_cmd import runs_app
 from pipelines.serve_cmd import serve as serve_cmd
 from pipelines.tune_cmd import tune_app
 
@@ -46,9 +47,6 @@ SUBMIT_FIELDS = ("framework", "experiment", "source", "label", "model_ref", "mod
 StepTimeoutOpt = Annotated[int, typer.Option(
     "--step-timeout", envvar=STEP_TIMEOUT_ENV, min=0,
     help="Seconds each step may run before it fails naming the limit (0: none).")]
-TrackingOpt = Annotated[str, typer.Option(
-    "--tracking-uri", envvar="MLFLOW_TRACKING_URI",
-    help="MLflow tracking URI (default: SQLite store in .twinflow/).")]
 
 
 def _fail(message: str) -> typer.Exit:
@@ -342,6 +340,7 @@ def ui(
 app.command("serve")(serve_cmd)
 app.command("predict")(predict_cmd)
 app.add_typer(tune_app, name="tune")
+app.add_typer(runs_app, name="runs")
 
 if __name__ == "__main__":
     app()

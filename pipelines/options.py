@@ -22,6 +22,11 @@ from pipelines.params import PipelineParams, plain_type
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: The store a command reads or writes: every command takes it the same way.
+TrackingOpt = Annotated[str, typer.Option(
+    "--tracking-uri", envvar="MLFLOW_TRACKING_URI",
+    help="MLflow tracking URI (default: SQLite store in .twinflow/).")]
+
 
 def field_options(names: Iterable[str], flags: Mapping[str, Sequence[str]] | None = None,
                   model: type[BaseModel] = PipelineParams) -> list[inspect.Parameter]:

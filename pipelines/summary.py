@@ -9,9 +9,13 @@ from mlflow.tracking import MlflowClient
 from rich.console import Console
 from rich.table import Table
 
+from components.config import PushConfig
 from components.frameworks import framework_names
+from components.push.crown import champion_version
 from components.tags import (
     BLESSED_TAG,
+    CROWN_REASON_TAG,
+    CROWNED_TAG,
     ERROR_TAG,
     FRAMEWORK_TAG,
     MODEL_CARD_TAG,
@@ -36,6 +40,9 @@ class StepRow:
     name: str
     status: str
     seconds: float | None
+
+
+CHAMPION_ALIAS: str = PushConfig.model_fields["champion_alias"].default
 
 
 @dataclass(frozen=True)
@@ -121,10 +128,7 @@ def _results(children: list[Run]) -> list[FrameworkResult]:
         blessed = evaluation.data.tags.get(BLESSED_TAG) if judged else None
         verdict = (evaluation.data.tags.get(VERDICT_TAG, "") if judged
                    else f"evaluate {evaluation.info.status}")
-        model = None
-        if push is not None and MODEL_VERSION_TAG in push.data.tags:
-            model = (f"{push.data.tags[REGISTERED_MODEL_TAG]} "
-                     f"v{push.data.tags[MODEL_VERSION_TAG]} @champion")
+        model = _registered(push) if push is not None else None
         task = get_task(evaluation.data.tags.get(TASK_TAG, "") or "multiclass")
         metrics = evaluation.data.metrics
         results.append(FrameworkResult(
@@ -133,6 +137,21 @@ def _results(children: list[Run]) -> list[FrameworkResult]:
             push.data.tags.get(MODEL_CARD_TAG, "") if push is not None else "",
             _tuned(by_step.get((Step.TUNE, fw)))))
     return results
+
+
+def _registered(push: Run) -> str | None:
+    """The version a push registered and, truthfully, whether it is the champion: it
+    may have lost to a version a concurrent run crowned, or been replaced since."""
+    tags = push.data.tags
+    if MODEL_VERSION_TAG not in tags:
+        return None
+    name, version = tags[REGISTERED_MODEL_TAG], tags[MODEL_VERSION_TAG]
+    if tags.get(CROWNED_TAG, "true") != "true":
+        return f"{name} v{version} registered, not champion ({tags.get(CROWN_REASON_TAG, '')})"
+    now = champion_version(name, CHAMPION_ALIAS)
+    if now == version:
+        return f"{name} v{version} @{CHAMPION_ALIAS}"
+    return f"{name} v{version} (was {CHAMPION_ALIAS}; now v{now})"
 
 
 def _tuned(tune: Run | None) -> str:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import psutil
@@ -117,14 +118,15 @@ class TrackingServer:
     """A real `mlflow server` on a loopback port over an SQLite store, as a process group
     (so that killing it kills its uvicorn workers)."""
 
-    def __init__(self, folder: Path, port: int) -> None:
+    def __init__(self, folder: Path, port: int, backend: str = "") -> None:
         self.folder, self.port = folder, port
+        self.backend = backend or f"sqlite:///{folder / 'server.db'}"
         self.uri = f"http://127.0.0.1:{port}"
 
     def start(self) -> TrackingServer:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port",
-             str(self.port), "--backend-store-uri", f"sqlite:///{self.folder / 'server.db'}",
+             str(self.port), "--backend-store-uri", self.backend,
              "--artifacts-destination", str(self.folder / "artifacts"), "--workers", "1"],
             cwd=self.folder, start_new_session=True, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
@@ -179,23 +181,75 @@ def test_a_lost_tracking_server_fails_the_run_in_one_line(tmp_path: Path) -> Non
         server.kill()
 
 
-@pytest.mark.slow
-def test_two_first_runs_at_once_in_a_fresh_folder(tmp_path: Path) -> None:
-    """The issue's case end to end: two `twinflow run` started together where no store
-    exists yet both succeed, each with its own complete tree of step runs."""
-    cmd = [sys.executable, "-m", "pipelines.cli", "run", "-q", "--framework", "torch",
-           "--data", "sklearn:iris", "--epochs", "2"]
-    runs = [subprocess.Popen(cmd, cwd=tmp_path, env=cli_env(tmp_path),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            for _ in range(2)]
-    errors = [r.communicate(timeout=900)[1] for r in runs]
-    assert [r.returncode for r in runs] == [0, 0], "\n".join(e[-2000:] for e in errors)
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / '.twinflow' / 'mlflow.db'}")
+def _runs_at_once(tmp_path: Path, tracking_uri: str | None, epochs: list[int]
+                  ) -> tuple[MlflowClient, list[str]]:
+    """`twinflow run` once per entry of ``epochs``, all started together; their stdout."""
+    env = cli_env(tmp_path, tracking_uri)
+    runs = [subprocess.Popen([sys.executable, "-m", "pipelines.cli", "run", "-q",
+                              "--framework", "torch", "--data", "sklearn:iris", "--epochs",
+                              str(n)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for n in epochs]
+    outputs = [r.communicate(timeout=1500) for r in runs]
+    assert [r.returncode for r in runs] == [0] * len(runs), "\n".join(
+        err[-2000:] for _, err in outputs)
+    store = tracking_uri or f"sqlite:///{tmp_path / '.twinflow' / 'mlflow.db'}"
+    return MlflowClient(tracking_uri=store), [out for out, _ in outputs]
+
+
+def _check_runs_and_champion(client: MlflowClient, outputs: list[str]) -> None:
+    """Every run has its complete tree; the champion is the best registered version
+    (the gate's tolerance is 0); each summary's claim about the title is true."""
     parents = pipeline_runs(client)
-    assert [p.info.status for p in parents] == ["FINISHED", "FINISHED"]
+    assert [p.info.status for p in parents] == ["FINISHED"] * len(outputs)
     for parent in parents:
         steps = client.search_runs([parent.info.experiment_id], filter_string=(
             f"tags.mlflow.parentRunId = '{parent.info.run_id}'"))
         assert {s.data.tags.get(STEP_TAG) for s in steps} >= {
-            Step.INGEST, Step.TRANSFORM, Step.TRAIN, Step.EVALUATE}
+            Step.INGEST, Step.TRANSFORM, Step.TRAIN, Step.COMPRESS, Step.EVALUATE}
         assert {s.info.status for s in steps} == {"FINISHED"}
+    versions = client.search_model_versions("name = 'iris-torch'")
+    assert versions, "no run registered a version"
+    champion = client.get_model_version_by_alias("iris-torch", "champion")
+    best = max(float(v.tags["test_accuracy"]) for v in versions)
+    assert float(champion.tags["test_accuracy"]) == best
+    claims = [line for out in outputs for line in out.splitlines() if "iris-torch v" in line]
+    for version in versions:
+        said = " ".join(line for line in claims if f"iris-torch v{version.version} " in line)
+        if "not champion" in said:
+            assert version.version != champion.version
+    shown = [subprocess.run([sys.executable, "-m", "pipelines.cli", "show", p.info.run_id,
+                             "--tracking-uri", client.tracking_uri], capture_output=True,
+                            text=True, timeout=300).stdout for p in parents]
+    crowned_now = [out for out in shown if "@champion" in out]
+    assert len(crowned_now) == 1
+    assert f"iris-torch v{champion.version} @champion" in crowned_now[0]
+
+
+@pytest.mark.slow
+def test_first_runs_at_once_in_a_fresh_folder(tmp_path: Path) -> None:
+    """The issue's case end to end: three `twinflow run` started together where no store
+    exists yet all succeed, each with its own complete tree of step runs, and the
+    champion ends on the best version however their pushes interleave."""
+    _check_runs_and_champion(*_runs_at_once(tmp_path, None, [1, 2, 3]))
+
+
+@pytest.mark.slow
+def test_runs_at_once_on_a_postgresql_backed_tracking_server(
+        tmp_path: Path, postgres_url: str) -> None:
+    """Multi-user: the same against a real `mlflow server` over PostgreSQL (as on the
+    cluster), its schema created by the first request of three runs at once."""
+    database = f"mlflow_{uuid.uuid4().hex[:8]}"
+    _create_database(postgres_url, database)
+    server = TrackingServer(tmp_path, free_port(),
+                            backend=postgres_url.rsplit("/", 1)[0] + f"/{database}").start()
+    try:
+        _check_runs_and_champion(*_runs_at_once(tmp_path, server.uri, [1, 2, 3]))
+    finally:
+        server.kill()
+
+
+def _create_database(url: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")

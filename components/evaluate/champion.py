@@ -57,7 +57,7 @@ def find_champion(model_name: str, rows: TestRows,
     version = _version(model_name, alias)
     if version is None:
         return None
-    tags = _metric_tags(version)
+    tags = metric_tags(version)
     uri = f"models:/{model_name}@{alias}"
     try:
         outputs = (_raw_outputs(uri, rows) if version.tags.get(MODEL_INPUT_TAG) == "raw"
@@ -103,7 +103,7 @@ def _raw_outputs(model_uri: str, rows: TestRows) -> np.ndarray:
     return frame[columns].to_numpy(dtype=np.float64)
 
 
-def _metric_tags(version: ModelVersion) -> dict[str, float]:
+def metric_tags(version: ModelVersion) -> dict[str, float]:
     out = {}
     for key, value in version.tags.items():
         if key.startswith("test_"):

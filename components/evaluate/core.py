@@ -71,7 +71,13 @@ from components.evaluate.gate import Baseline, Verdict, judge
 from components.evaluate.slices import slice_column, slice_labels, slice_metrics
 from components.frameworks import get_adapter
 from components.frameworks.base import ModelSpec
-from components.tags import BLESSED_TAG, CHAMPION_SOURCE_TAG, TASK_TAG, VERDICT_TAG
+from components.tags import (
+    BLESSED_TAG,
+    CHAMPION_SOURCE_TAG,
+    JUDGED_AGAINST_TAG,
+    TASK_TAG,
+    VERDICT_TAG,
+)
 from components.tasks import TaskName
 
 log = logging.getLogger(__name__)
@@ -253,7 +259,8 @@ def _log_verdict(evaluation: Evaluation, config: EvaluateConfig, model_name: str
     verdict = evaluation.verdict
     mlflow.set_tags({BLESSED_TAG: str(verdict.blessed).lower(), TASK_TAG: task.value,
                      VERDICT_TAG: verdict.reason[:5000],
-                     CHAMPION_SOURCE_TAG: verdict.champion_source or "none"})
+                     CHAMPION_SOURCE_TAG: verdict.champion_source or "none",
+                     JUDGED_AGAINST_TAG: verdict.champion_version or ""})
     mlflow.log_text(verdict.to_json(evaluation.metrics, config), "verdict.json")
 
 

@@ -77,6 +77,21 @@ def judge(metrics: dict[str, float], config: EvaluateConfig, model_name: str,
                    champion.source, gate.name)
 
 
+def rejudge(metrics: dict[str, float], config: EvaluateConfig, model_name: str,
+            champion: Baseline, task: Task = MULTICLASS) -> Verdict:
+    """The champion comparison alone, for a champion crowned after the candidate was
+    judged (the floors held then and do not depend on the champion)."""
+    gate = task.gate_metric(config.gate_metric)
+    value, theirs = metrics.get(gate.name), champion.metrics.get(gate.name)
+    if value is None or theirs is None:
+        return Verdict(False, f"no recorded {gate.name} of '{model_name}' v{champion.version} "
+                              "and the candidate to compare", theirs, champion.version,
+                       champion.source, gate.name)
+    passed, relative = _relative(value, theirs, gate, config, champion)
+    return Verdict(passed, f"{_short(gate.name)} {value:.4f} {relative}", theirs,
+                   champion.version, champion.source, gate.name)
+
+
 def _floors(task: Task, config: EvaluateConfig) -> list[tuple[str, float]]:
     """(metric, minimum) pairs of the task's floors (EvaluateConfig fields)."""
     return [(metric, float(getattr(config, field))) for metric, field in task.floors]

@@ -34,6 +34,7 @@ from components.export.manifest import EXPORTS_ARTIFACT_PATH, FP32, ExportManife
 from components.frameworks import get_adapter
 from components.frameworks.base import ModelSpec
 from components.push.card import CardFacts, gather, write_card
+from components.push.crown import champion_version, crown, judged_for, registry_lock
 from components.push.registered import NETWORK_ARTIFACT, log_raw_model
 from components.push.serving import pushed_inference_service
 from components.tags import (
@@ -41,6 +42,9 @@ from components.tags import (
     COMPRESSION_BYTES_TAG,
     COMPRESSION_FORMAT_TAG,
     COMPRESSION_VARIANT_TAG,
+    CROWN_REASON_TAG,
+    CROWNED_TAG,
+    ERROR_TAG_CHARS,
     MODEL_CARD_TAG,
     MODEL_INPUT_TAG,
     MODEL_VERSION_TAG,
@@ -98,8 +102,9 @@ def run_push(config: PushConfig, data_dir: Path, model_dir: Path, exports_dir: P
     else:
         log.info("%s version %s already holds pipeline run %s; not registering again",
                  name, version, pipeline_run)
-    if _champion_version(name, config.champion_alias) != version:
-        _move_champion(config, name, version)
+    crowning = crown(config, name, version, judged_for(pipeline_run, config.framework))
+    mlflow.set_tags({CROWNED_TAG: str(crowning.crowned).lower(),
+                     CROWN_REASON_TAG: crowning.reason[:ERROR_TAG_CHARS]})
     canary = config.canary_percent if config.canary_percent < 100 else None
     manifest = pushed_inference_service(name, version, config.namespace, exports,
                                         predictor=config.predictor,
@@ -108,7 +113,9 @@ def run_push(config: PushConfig, data_dir: Path, model_dir: Path, exports_dir: P
     manifest_path.write_text(yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8")
     mlflow.log_artifact(str(manifest_path), artifact_path="serving")
     mlflow.set_tags({REGISTERED_MODEL_TAG: name, MODEL_VERSION_TAG: version})
-    log.info("registered %s version %s as %s", name, version, config.champion_alias)
+    log.info("registered %s version %s%s: %s", name, version,
+             f" as {config.champion_alias}" if crowning.crowned else ", not champion",
+             crowning.reason)
     return PushResult(name, version, manifest_path)
 
 
@@ -207,36 +214,19 @@ def _existing_version(name: str, pipeline_run: str, framework: str) -> str | Non
     return str(found[0].version) if found else None
 
 
-def _champion_version(name: str, alias: str) -> str | None:
-    try:
-        return str(MlflowClient().get_model_version_by_alias(name, alias).version)
-    except MlflowException:
-        return None
-
-
 def rollback(name: str, champion_alias: str = "champion",
              previous_alias: str = "previous-champion") -> tuple[str, str]:
     """Swap `champion` and `previous-champion`; return (new champion, new previous).
 
     Swapping (rather than dropping) makes a second rollback undo the first.
     """
-    current = _champion_version(name, champion_alias)
-    previous = _champion_version(name, previous_alias)
-    if current is None or previous is None:
-        raise TwinflowError(f"model '{name}' has no '{champion_alias}' and "
-                            f"'{previous_alias}' pair to roll back")
-    client = MlflowClient()
-    client.set_registered_model_alias(name, champion_alias, previous)
-    client.set_registered_model_alias(name, previous_alias, current)
+    with registry_lock(name):  # not in the middle of a push moving them
+        current = champion_version(name, champion_alias)
+        previous = champion_version(name, previous_alias)
+        if current is None or previous is None:
+            raise TwinflowError(f"model '{name}' has no '{champion_alias}' and "
+                                f"'{previous_alias}' pair to roll back")
+        client = MlflowClient()
+        client.set_registered_model_alias(name, champion_alias, previous)
+        client.set_registered_model_alias(name, previous_alias, current)
     return previous, current
-
-
-def _move_champion(config: PushConfig, name: str, version: str) -> None:
-    """Point `champion` at ``version``; the replaced champion keeps `previous-champion`."""
-    client = MlflowClient()
-    try:
-        old = client.get_model_version_by_alias(name, config.champion_alias)
-        client.set_registered_model_alias(name, config.previous_alias, old.version)
-    except MlflowException:
-        pass  # first champion
-    client.set_registered_model_alias(name, config.champion_alias, version)
