@@ -57,10 +57,11 @@ def request_figures() -> None:
         print(f"| {label} | {seconds} | {error} |", flush=True)
 
 
-def _server(folder: Path, port: int) -> subprocess.Popen[bytes]:
+def start_mlflow_server(folder: Path, port: int, backend: str = "") -> subprocess.Popen[bytes]:
+    """A real `mlflow server` on loopback over ``backend`` (default: SQLite in ``folder``)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
+         "--backend-store-uri", backend or f"sqlite:///{folder / 'server.db'}",
          "--artifacts-destination", str(folder / "artifacts"), "--workers", "1"],
         cwd=folder, start_new_session=True, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL)
@@ -79,7 +80,7 @@ def run_figure() -> None:
         folder = Path(name)
         port = free_port()
         uri = f"http://127.0.0.1:{port}"
-        server = _server(folder, port)
+        server = start_mlflow_server(folder, port)
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("MLFLOW_", "TWINFLOW_"))}
         env.update(TWINFLOW_HOME=str(folder / ".twinflow"), PYTHONPATH=str(ROOT))

@@ -8,6 +8,7 @@ run as root.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -37,13 +38,14 @@ def _as_server_user(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd]
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """``postgresql://twinflow@127.0.0.1:PORT/twinflow`` of a server this session started."""
+@contextlib.contextmanager
+def running_postgres() -> Iterator[str]:
+    """``postgresql://twinflow@127.0.0.1:PORT/twinflow`` of a throw-away server, stopped
+    and deleted on exit (bench/ uses it too); RuntimeError without the binaries."""
     bin_dir = _bin_dir()
     if bin_dir is None:
-        pytest.skip("PostgreSQL is not installed (apt-get install postgresql; setup.sh does "
-                    "it as root)")
+        raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql; "
+                           "setup.sh does it as root)")
     # Not under pytest's tmp_path: its folders are private to root, and the server's
     # user must reach its data directory.
     root = Path(tempfile.mkdtemp(prefix="twinflow-pg-"))
@@ -68,3 +70,22 @@ def postgres_url() -> Iterator[str]:
     finally:
         run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
         shutil.rmtree(root, ignore_errors=True)
+
+
+def create_database(url: str, name: str) -> str:
+    """Create database ``name`` on the server of ``url``; its URL."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A server this session started (see :func:`running_postgres`); skips without one."""
+    if _bin_dir() is None:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql; setup.sh does "
+                    "it as root)")
+    with running_postgres() as url:
+        yield url

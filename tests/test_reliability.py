@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 from components.net import free_port
 from components.tags import ERROR_TAG, STEP_TAG, Step
 from tests.conftest import cli_env, pipeline_runs
+from tests.postgres import create_database
 
 # One "first run": point at the store the way every twinflow process does (configure),
 # then create the experiment and a run, as the pipeline's first step does.
@@ -238,18 +239,9 @@ def test_runs_at_once_on_a_postgresql_backed_tracking_server(
         tmp_path: Path, postgres_url: str) -> None:
     """Multi-user: the same against a real `mlflow server` over PostgreSQL (as on the
     cluster), its schema created by the first request of three runs at once."""
-    database = f"mlflow_{uuid.uuid4().hex[:8]}"
-    _create_database(postgres_url, database)
-    server = TrackingServer(tmp_path, free_port(),
-                            backend=postgres_url.rsplit("/", 1)[0] + f"/{database}").start()
+    backend = create_database(postgres_url, f"mlflow_{uuid.uuid4().hex[:8]}")
+    server = TrackingServer(tmp_path, free_port(), backend=backend).start()
     try:
         _check_runs_and_champion(*_runs_at_once(tmp_path, server.uri, [1, 2, 3]))
     finally:
         server.kill()
-
-
-def _create_database(url: str, name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
