@@ -105,6 +105,10 @@ class CsvOptions(_Config):
     quotechar: str = Field(default='"', min_length=1, max_length=1)
     encoding: str = "utf-8"
     header: bool = Field(default=True, description="False: columns are named c0, c1, ...")
+    max_row_bytes: int = Field(
+        default=0, ge=0, le=1 << 30,
+        description="Longest CSV/JSON Lines row the reader parses (its block size); 0 = "
+                    "from batch_rows (16 KiB to 1 MiB). Raise it for fields of several MB.")
 
 
 DataFormat = Literal["auto", "csv", "parquet", "jsonl", "tfrecord", "images", "idx"]

@@ -84,9 +84,11 @@ def step_errors(step: str) -> Iterator[None]:
     the CLI's last line and the parent run's error tag hold the real cause, never
     KFP's 'task failed'. The step's time limit, if set, is enforced here too.
     """
-    from components.processes import interrupts
+    from components.processes import interrupts, watch_owner
+    from components.settings import get_settings
 
     configure_logging()
+    watch_owner(get_settings().owner)  # a local run's task stops if `twinflow run` dies
     try:
         with interrupts(), _time_limit(step):
             yield

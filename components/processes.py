@@ -23,6 +23,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import psutil
@@ -107,12 +108,14 @@ def interrupts(*signals: signal.Signals,
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    fired = False
+    fired, parent = False, os.getppid()
 
     def interrupt(signum: int, _frame: object) -> None:
         nonlocal fired
         if not fired:
             fired = True
+            if os.getppid() != parent:
+                _detach_output()  # the parent-death signal: the pipes it read are gone
             if first is not None:
                 first()
             raise Interrupted(signal.Signals(signum).name)
@@ -125,6 +128,15 @@ def interrupts(*signals: signal.Signals,
             signal.signal(sig, handler)
 
 
+def _detach_output() -> None:
+    """Point stdout and stderr at /dev/null: a write to the pipe of a dead parent raises
+    BrokenPipeError, which would fail a step that is being stopped."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+
+
 def die_with_parent(sig: int = signal.SIGTERM, parent: int | None = None) -> None:
     """Have the kernel send ``sig`` to this process when its parent dies (Linux; a no-op
     elsewhere). Exits at once if the parent (pid ``parent``) is already gone."""
@@ -133,6 +145,35 @@ def die_with_parent(sig: int = signal.SIGTERM, parent: int | None = None) -> Non
     _prctl(_PR_SET_PDEATHSIG, int(sig))
     if parent is not None and os.getppid() != parent:
         os._exit(128 + int(sig))  # the parent died before the call
+
+
+def orphaned(owner_id: str) -> bool:
+    """The `twinflow run` process ``owner_id`` (:func:`owner`) that this task belongs to
+    has died. The kernel closes a dead process's pipes before anything else, so a task
+    that writes all the time meets a BrokenPipeError before any signal: that too means
+    'stopped', not 'failed'. Output is pointed at /dev/null once this is seen, so the
+    cleanup's own lines cannot fail."""
+    if not owner_id or not gone(owner_id):
+        return False
+    _detach_output()
+    return True
+
+
+def watch_owner(owner_id: str, sig: int = signal.SIGTERM, every: float = 1.0) -> None:
+    """Send ``sig`` to this process once ``owner_id`` is gone (a daemon thread).
+
+    A parent-death signal only follows the direct parent, and KFP starts a cold task
+    through ``sh -c``, which outlives a killed `twinflow run`; the owner's pid is what
+    the task really depends on."""
+    if not owner_id:
+        return
+
+    def watch() -> None:
+        while not gone(owner_id):
+            time.sleep(every)
+        os.kill(os.getpid(), sig)
+
+    threading.Thread(target=watch, name="twinflow-owner-watch", daemon=True).start()
 
 
 def kill_with_parent() -> None:

@@ -30,7 +30,7 @@ from mlflow.environment_variables import (
 from mlflow.tracking import MlflowClient
 
 from components.errors import TrackingError, error_line, lost_connection
-from components.processes import gone
+from components.processes import Interrupted, gone, orphaned
 from components.settings import get_settings
 from components.tags import (
     ERROR_TAG,
@@ -270,6 +270,9 @@ def step_run(parent_run_id: str, step: str, framework: str = "") -> Iterator[str
             mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
             raise
         except Exception as err:
+            if orphaned(get_settings().owner):  # its `twinflow run` died: a write failed
+                mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+                raise Interrupted("SIGTERM") from None
             _tag_error(run.info.run_id, error_line(name, err), err)
             raise
 

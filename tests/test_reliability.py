@@ -65,10 +65,11 @@ def _train_running(client: MlflowClient) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("sig", "workers"), [(signal.SIGINT, 1), (signal.SIGTERM, 2),
-                                              (signal.SIGKILL, 2)])
+@pytest.mark.parametrize(("sig", "workers", "warm"), [
+    (signal.SIGINT, 1, True), (signal.SIGTERM, 2, True), (signal.SIGKILL, 2, True),
+    (signal.SIGKILL, 1, False)], ids=["SIGINT-1", "SIGTERM-2", "SIGKILL-2", "SIGKILL-1-cold"])
 def test_an_interrupted_run_leaves_nothing_behind(tmp_path: Path, sig: signal.Signals,
-                                                  workers: int) -> None:
+                                                  workers: int, warm: bool) -> None:
     """Stop a real `twinflow run` during training: Ctrl-C (SIGINT to its process group,
     as a terminal sends it), SIGTERM or SIGKILL to the CLI process alone. No task, warm
     interpreter or training worker outlives it; Ctrl-C and SIGTERM end in one line and
@@ -79,14 +80,14 @@ def test_an_interrupted_run_leaves_nothing_behind(tmp_path: Path, sig: signal.Si
     cli = subprocess.Popen(
         [sys.executable, "-m", "pipelines.cli", "run", "--framework", "torch", "--data",
          "sklearn:digits", "--epochs", "500", "--workers", str(workers)], cwd=tmp_path,
-        env=cli_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        start_new_session=True)
+        env={**cli_env(tmp_path), "TWINFLOW_WARM_STEPS": "1" if warm else "0"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 600
     while not _train_running(client) and cli.poll() is None and time.monotonic() < deadline:
         time.sleep(1)
     time.sleep(5)  # the workers are training
     below = psutil.Process(cli.pid).children(recursive=True)
-    assert len(below) >= 3 + workers, [p.cmdline()[:4] for p in below]
+    assert len(below) >= (3 if warm else 1) + workers, [p.cmdline()[:4] for p in below]
     if sig == signal.SIGINT:
         os.killpg(cli.pid, sig)
     else:

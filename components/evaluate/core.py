@@ -28,6 +28,11 @@ they come from scikit-learn (:mod:`.curves`). The project's own metric names
 (``test_accuracy``, ``test_f1_macro``, ``f1_<class>`` ...; push and compare read
 them) come from scikit-learn too.
 
+Beyond ``MAX_MATRIX_CLASSES`` classes a confusion matrix's cells are drawn without
+their numbers, and MLflow's evaluator (whose matrix always carries them, n² texts
+at 175 dpi: 46 s for 100 classes, minutes for hundreds) is replaced by its metrics
+and the evaluated data set logged directly (:func:`_summary_evaluate`).
+
 The registered champion is scored on the same split in the same step
 (:mod:`.champion`) and the gate (:mod:`.gate`) compares the two; the verdict and
 its reason are logged as tags and as ``verdict.json``, so a skipped push
@@ -48,7 +53,7 @@ import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.data.pandas_dataset import from_pandas
+from mlflow.data.pandas_dataset import PandasDataset, from_pandas
 from sklearn.metrics import (
     ConfusionMatrixDisplay,
     accuracy_score,
@@ -83,6 +88,9 @@ from components.tasks import TaskName
 log = logging.getLogger(__name__)
 PREDICTION = "twinflow_prediction"
 DECISION_THRESHOLD = 0.5  # a binary classifier answers its positive class from p >= this
+#: Classes up to which a confusion matrix shows each cell's count (beyond: unreadable,
+#: and drawing the n² numbers is what made evaluate take minutes).
+MAX_MATRIX_CLASSES = 30
 __all__ = ["Evaluation", "Verdict", "judge", "run_evaluate", "score"]
 
 
@@ -202,13 +210,16 @@ def _library_evaluate(frame: pd.DataFrame, pred: np.ndarray, meta: DatasetMetada
     """mlflow.models.evaluate on the split with ``pred``; its metrics are prefixed.
 
     MLflow writes ``per_class_metrics.csv`` without the prefix, so the champion is
-    evaluated before the candidate, whose table is the one that stays.
+    evaluated before the candidate, whose table is the one that stays. Beyond
+    ``MAX_MATRIX_CLASSES`` classes see :func:`_summary_evaluate`.
     """
     classes = np.asarray(meta.classes)
     data = frame.assign(**{meta.label: classes[frame[meta.label].to_numpy()],
                            PREDICTION: classes[pred]})
     dataset = from_pandas(data, name=f"{meta.name}-test", targets=meta.label,
                                       predictions=PREDICTION)
+    if meta.n_classes > MAX_MATRIX_CLASSES:
+        return _summary_evaluate(dataset, frame[meta.label].to_numpy(), pred, prefix)
     config = {"log_model_explainability": False, "metric_prefix": prefix, "average": "macro",
               "label_list": list(meta.classes)}
     if meta.n_classes == 2:
@@ -216,6 +227,22 @@ def _library_evaluate(frame: pd.DataFrame, pred: np.ndarray, meta: DatasetMetada
     result = mlflow.models.evaluate(data=dataset, model_type="classifier",
                                     evaluators="default", evaluator_config=config)
     return {k: float(v) for k, v in result.metrics.items()}
+
+
+def _summary_evaluate(dataset: PandasDataset, y: np.ndarray, pred: np.ndarray,
+                      prefix: str) -> dict[str, float]:
+    """What mlflow.models.evaluate logs for a multiclass model, without its confusion
+    matrix image (see the module docstring): its macro metrics under its names, and the
+    data set as the run's input, its context the prefix as MLflow sets it."""
+    p, r, f, _ = precision_recall_fscore_support(y, pred, average="macro", zero_division=0)
+    metrics = {"example_count": float(len(y)), "accuracy_score": float(accuracy_score(y, pred)),
+               "recall_score": float(r), "precision_score": float(p), "f1_score": float(f)}
+    metrics = {f"{prefix}{k}": v for k, v in metrics.items()}
+    mlflow.log_input(dataset, context=prefix)
+    mlflow.log_metrics(metrics)
+    log.info("%s: more than %d classes: MLflow's evaluator (and its confusion matrix "
+             "image) skipped, its metrics logged directly", dataset.name, MAX_MATRIX_CLASSES)
+    return metrics
 
 
 def _baseline(champion: Champion | None, frame: pd.DataFrame, y: np.ndarray,
@@ -296,7 +323,11 @@ def _confusion_figure(evaluation: Evaluation, config: EvaluateConfig,
     display = ConfusionMatrixDisplay(np.asarray(evaluation.confusion),
                                      display_labels=meta.classes)
     fig, ax = plt.subplots(figsize=(6, 6))
-    display.plot(ax=ax, colorbar=False)
+    few = meta.n_classes <= MAX_MATRIX_CLASSES
+    display.plot(ax=ax, colorbar=not few, include_values=few,
+                 xticks_rotation="horizontal" if few else "vertical")
+    if not few:
+        ax.tick_params(labelsize=4)
     ax.set_title(f"{meta.name} / {config.framework}: test confusion matrix")
     return fig
 

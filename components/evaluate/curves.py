@@ -5,7 +5,8 @@ the model, which it finds on sklearn, XGBoost and CatBoost models alone; our
 PyTorch and Keras networks give it class predictions. So the curves come from
 scikit-learn's displays over the probabilities we already have: one curve for a
 binary problem (the positive, i.e. last, class), one-vs-rest curves per class
-otherwise.
+otherwise, for at most ``MAX_CURVE_CLASSES`` classes (those with the most test rows):
+hundreds of curves and legend entries take minutes to draw and cannot be told apart.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ from sklearn.preprocessing import label_binarize
 
 from components.errors import ConfigError
 
+#: Curves drawn per figure at most; MLflow's own default for multiclass ROC/PR curves
+#: (its ``max_classes_for_multiclass_roc_pr``).
+MAX_CURVE_CLASSES = 10
+
 
 @dataclass(frozen=True)
 class RocPoints:
@@ -41,25 +46,40 @@ class RocPoints:
     thresholds: list[float]
 
 
-def curve_classes(classes: list[str]) -> list[int]:
-    """Indices of the classes that get a curve: the positive one if binary, else all."""
-    return [1] if len(classes) == 2 else list(range(len(classes)))
+def curve_classes(classes: list[str], y: np.ndarray) -> list[int]:
+    """Indices of the classes that get a curve: the positive one if binary, else all,
+    or the ``MAX_CURVE_CLASSES`` with the most rows in ``y`` (ties: the first)."""
+    if len(classes) == 2:
+        return [1]
+    if len(classes) <= MAX_CURVE_CLASSES:
+        return list(range(len(classes)))
+    support = np.bincount(y, minlength=len(classes))
+    return sorted(np.argsort(-support, kind="stable")[:MAX_CURVE_CLASSES].tolist())
 
 
 def curve_figures(y: np.ndarray, proba: np.ndarray, classes: list[str]) -> dict[str, Figure]:
     """``roc_curve.png`` and ``precision_recall_curve.png`` (one-vs-rest per class)."""
     figures = {}
+    shown = curve_classes(classes, y)
     for name, display in (("roc_curve", RocCurveDisplay),
                           ("precision_recall_curve", PrecisionRecallDisplay)):
         fig, ax = plt.subplots(figsize=(7, 6))
-        for i in curve_classes(classes):
+        for i in shown:
             if (y == i).any():
                 display.from_predictions(y == i, proba[:, i], name=f"class {classes[i]}", ax=ax)
-        ax.set_title(f"{name.replace('_', ' ')} (one-vs-rest)" if len(classes) > 2
-                     else f"{name.replace('_', ' ')} (positive class {classes[1]})")
+        ax.set_title(_curve_title(name, classes, len(shown)))
         ax.legend(loc="lower right" if name == "roc_curve" else "lower left", fontsize=7)
         figures[f"{name}.png"] = fig
     return figures
+
+
+def _curve_title(name: str, classes: list[str], shown: int) -> str:
+    title = name.replace("_", " ")
+    if len(classes) == 2:
+        return f"{title} (positive class {classes[1]})"
+    if shown < len(classes):
+        return f"{title} (one-vs-rest; the {shown} of {len(classes)} classes with most test rows)"
+    return f"{title} (one-vs-rest)"
 
 
 def curve_metrics(y: np.ndarray, proba: np.ndarray, n_classes: int) -> dict[str, float]:

@@ -11,6 +11,7 @@ severe anomalies fail the step before anything is recorded.
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,6 +22,7 @@ import pyarrow as pa
 
 from components.config import IngestConfig
 from components.data.dataset import DatasetMetadata, dataset_digest, write_metadata
+from components.data.image_reader import image_layout
 from components.data.readers import BadRows, image_shape, list_files, read_batches
 from components.data.schema import (
     DataSchema,
@@ -91,6 +93,7 @@ def _ingest(config: IngestConfig, out_dir: Path, tmp: Path) -> DatasetMetadata:
     if task.is_classifier:
         classes = _check_classes(stats_all[label].frequencies, rows, where, label,
                                  stats_all[label].count, task)
+        _check_split_room(stats_all[label], rows, where, label, plan.fractions)
     else:
         classes = _check_values(stats_all[label], rows, where, label)
     anomalies = check_statistics(stats_all, label, classes, previous, splits["train"],
@@ -125,8 +128,18 @@ def _resolve_source(config: IngestConfig,
     files, fmt = list_files(config.source, config.format)
     label = config.label or ("label" if fmt in ("images", "idx") else "")
     if not label:
-        raise DataError(f"{config.source}: no label column given (use --label COLUMN)")
+        raise DataError(_no_label(config.source, files, fmt))
     return source_name(config.source), files, fmt, label, image_shape(files[0], fmt)
+
+
+def _no_label(source: str, files: list[str], fmt: str) -> str:
+    """Tables need ``--label``; a folder read as tables may have been meant to hold
+    images, so its message says why it was not taken for an image folder too."""
+    message = f"{source}: no label column given (use --label COLUMN)"
+    if Path(source).is_dir():
+        message += (f" for its {len(files)} {fmt} file(s); if it is meant to hold images: "
+                    f"no images found ({image_layout(Path(source))})")
+    return message
 
 
 def _probe(path: str, fmt: str, label: str,
@@ -142,8 +155,19 @@ def _probe(path: str, fmt: str, label: str,
     if label not in kinds:
         shown = ", ".join(list(kinds)[:20])
         raise DataError(f"{path}: label column '{label}' not found; columns are: {shown}")
+    _check_flat(first.schema, path)
     types = {f.name: source_type(f.type) for f in first.schema}
     return kinds, first.column(label).to_numpy(zero_copy_only=False), types
+
+
+def _check_flat(schema: pa.Schema, path: str) -> None:
+    """Every column becomes one feature (or the label): nested values (lists, structs,
+    maps) have no such column; say which, before the pipeline fails to cast it."""
+    nested = [f for f in schema if pa.types.is_nested(f.type)]
+    if nested:
+        raise DataError(f"{path}: column '{nested[0].name}' holds nested values "
+                        f"({nested[0].type}), which cannot be one feature; flatten it into "
+                        "one column per value, or drop it")
 
 
 def source_type(dtype: pa.DataType) -> str:
@@ -216,6 +240,29 @@ def _check_classes(freq: dict[str, float], rows: dict[str, int], where: str, lab
     if empty:
         raise DataError(f"{where}: cannot split {total} rows: split(s) {empty} would be empty")
     return classes
+
+
+def _check_split_room(stats: FeatureStats, rows: dict[str, int], where: str, label: str,
+                      fractions: tuple[float, float]) -> None:
+    """Most classes must be able to get a test row: with fewer test rows than half the
+    classes, most go untested (per-class metrics of nothing), and a label of hundreds
+    of tiny classes would only fail, or crawl, in evaluate, after training. Tiny data
+    sets of a few classes (a test row short of one per class) still pass."""
+    n_classes = stats.distinct or len(stats.frequencies)
+    untested = n_classes - rows["test"]  # at least this many classes have no test row
+    if untested <= n_classes / 2:
+        return
+    counts = sorted(round(f * stats.count) for f in stats.frequencies.values())
+    val, test = fractions
+    need = math.ceil(1 / min(val, test))  # rows to expect one in the smaller split
+    rare = sum(c < need for c in counts)
+    split = "/".join(str(round(100 * f)) for f in (1 - val - test, val, test))
+    raise DataError(
+        f"{where}: too many classes for the split: label column '{label}' has {n_classes} "
+        f"classes but the test split holds {rows['test']} rows, so at least {untested} "
+        f"classes go untested; {rare} classes have fewer than the {need} rows a stratified "
+        f"{split} split needs to put one in each split (the smallest has {counts[0]}); "
+        "merge or drop the rare classes, add rows, or raise --test-fraction")
 
 
 def _class_sort_key(value: str) -> tuple[int, float | str]:
