@@ -20,6 +20,7 @@ from components.settings import STEP_TIMEOUT_ENV, get_settings
 from pipelines.options import TrackingOpt, all_but, with_params
 from pipelines.params import PipelineParams, with_model_code, with_tune_space
 from pipelines.predict_cmd import predict as predict_cmd
+from pipelines.runners import RunnerName
 from pipelines.runs_cmd import runs_app
 from pipelines.serve_cmd import serve as serve_cmd
 from pipelines.tune_cmd import tune_app
@@ -69,12 +70,15 @@ def run(
     tracking_uri: TrackingOpt = "",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Step logs to a file.")] = False,
     step_timeout: StepTimeoutOpt = 0,
+    runner: Annotated[RunnerName, typer.Option(
+        help="Where the steps run: subprocess (this environment) or docker (each step in "
+             "its image; twinflow images build first).")] = RunnerName.SUBPROCESS,
     **values: Any,
 ) -> None:
     """Run the whole pipeline locally through KFP's local runner."""
     from components.processes import Interrupted
     from components.tracking import ensure_reachable
-    from pipelines.local import run_local
+    from pipelines.local import RunOptions, run_local
     from pipelines.summary import collect, render
 
     params = _params(**values)
@@ -82,7 +86,7 @@ def run(
     params = params.model_copy(update={"checkpoint_root": str(root)})
     uri = tracking_uri or get_settings().resolved_tracking_uri()
     try:
-        result = run_local(params, uri, quiet=quiet, step_timeout=step_timeout)
+        result = run_local(params, RunOptions(uri, quiet, step_timeout, runner))
     except TwinflowError as err:
         raise _fail(str(err)) from None
     except Interrupted as stop:

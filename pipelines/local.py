@@ -11,13 +11,12 @@ import contextlib
 import logging
 import os
 import signal
-import sys
 import tempfile
 import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mlflow.entities import RunStatus
@@ -32,7 +31,7 @@ from components.tracking import (
     finish_pipeline_run,
 )
 from pipelines.params import PipelineParams
-from pipelines.warm import warm_python
+from pipelines.runners import RUNNERS, DockerTasks, RunnerName, SubprocessTasks
 
 log = logging.getLogger(__name__)
 
@@ -48,47 +47,68 @@ class LocalRun:
     log_file: Path | None
 
 
-def run_local(params: PipelineParams, tracking_uri: str = "", quiet: bool = False,
-              step_timeout: int = 0) -> LocalRun:
-    """Execute the pipeline locally; step errors are collected, not raised. Each step
-    fails once it has run ``step_timeout`` seconds (0: no limit)."""
+@dataclass(frozen=True)
+class RunOptions:
+    """How a local run runs: where it tracks, where its tasks execute, their limits."""
+
+    tracking_uri: str = ""  # '' for the configured store
+    quiet: bool = False  # step logs to a file instead of the terminal
+    step_timeout: int = 0  # seconds each step may run (0: no limit)
+    runner: RunnerName = RunnerName.SUBPROCESS
+    # Files outside the home and the working directory that the steps read or write
+    # (a container sees only what is mounted).
+    paths: tuple[Path, ...] = ()
+
+
+def run_local(params: PipelineParams, options: RunOptions | None = None) -> LocalRun:
+    """Execute the pipeline locally; step errors are collected, not raised."""
     from pipelines.pipeline import pipeline_for
 
     key = params.run_key or f"local-{uuid.uuid4().hex[:12]}"
     params = params.model_copy(update={"run_key": key})
     pipeline = pipeline_for(params)
+    options = options or RunOptions()
+    source = Path(params.source)
+    if source.exists():
+        options = replace(options, paths=(*options.paths, source.resolve().parent))
     return run_pipeline(lambda: pipeline(**params.as_arguments()),
                         list(frameworks_of(params.framework)), key, params.experiment,
-                        tracking_uri, quiet, step_timeout)
+                        options)
 
 
 def run_pipeline(call: Callable[[], object], frameworks: list[str], key: str, experiment: str,
-                 tracking_uri: str = "", quiet: bool = False, step_timeout: int = 0
-                 ) -> LocalRun:
+                 options: RunOptions) -> LocalRun:
     """Run ``call`` (a KFP pipeline function called with its arguments) through the local
-    runner, with warm step interpreters for ``frameworks``; errors collected, not raised."""
+    runner ``options.runner``; errors collected, not raised."""
     settings = get_settings()
-    uri = tracking_uri or settings.resolved_tracking_uri()
+    uri = options.tracking_uri or settings.resolved_tracking_uri()
     bound_retries()
     ensure_reachable(uri)
     home = settings.home.resolve()
-    log_file = home / "logs" / f"{key}.log" if quiet else None
-    with _step_environment(uri, experiment, step_timeout) as error_file, _output_to(log_file):
+    home.mkdir(parents=True, exist_ok=True)
+    tasks = RUNNERS[options.runner]()
+    log_file = home / "logs" / f"{key}.log" if options.quiet else None
+    with tasks.store(uri, home) as step_uri, \
+            _step_environment(step_uri, experiment, options.step_timeout, home) as (
+                error_file, env), _output_to(log_file):
         fail_abandoned_runs(experiment)
         start = time.perf_counter()
+        paths = [home, Path.cwd(), *options.paths]
         try:
             # The tasks are stopped first, from the signal handler: unwinding KFP's
             # runner closes the pipes they write to, and a training worker that hits a
             # closed pipe would fail the step instead of stopping it.
-            with interrupts(signal.SIGINT, signal.SIGTERM, first=_stop_tasks):
-                succeeded = _execute(call, frameworks, home)
+            with interrupts(signal.SIGINT, signal.SIGTERM,
+                            first=lambda: _stop_tasks(tasks, key)), \
+                    tasks.session(frameworks, env, key, paths) as runner:
+                succeeded = _execute(call, runner, home)
         except KeyboardInterrupt as stop:
             signal_name = stop.signal_name if isinstance(stop, Interrupted) else "SIGINT"
-            _stopped(key, experiment, signal_name)
+            _stopped(tasks, key, experiment, signal_name)
             raise Interrupted(signal_name, key) from None
         seconds = time.perf_counter() - start
         errors = [ln for ln in error_file.read_text(encoding="utf-8").splitlines() if ln]
-    return LocalRun(key, succeeded, seconds, errors, log_file)
+    return LocalRun(key, succeeded and not errors, seconds, errors, log_file)
 
 
 @contextlib.contextmanager
@@ -103,17 +123,20 @@ def _ignoring_interrupts() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _stop_tasks() -> None:
-    """Stop every task, warm interpreter and worker below this process."""
+def _stop_tasks(tasks: SubprocessTasks | DockerTasks, key: str) -> None:
+    """Stop every task, warm interpreter and worker below this process, and the run's
+    containers."""
     with _ignoring_interrupts():
-        log.info("interrupted: stopped %d processes", stop_descendants())
+        log.info("interrupted: stopped %d processes", stop_descendants() + tasks.stop(key))
 
 
-def _stopped(key: str, experiment: str, signal_name: str) -> None:
+def _stopped(tasks: SubprocessTasks | DockerTasks, key: str, experiment: str,
+             signal_name: str) -> None:
     """After an interrupt: stop what is still running (nothing, if the handler did),
     then mark the run's MLflow runs KILLED."""
     with _ignoring_interrupts():
         stop_descendants()
+        tasks.stop(key)
         try:
             finish_pipeline_run(key, experiment, False, f"interrupted by {signal_name}",
                                 status=RunStatus.KILLED)
@@ -121,14 +144,13 @@ def _stopped(key: str, experiment: str, signal_name: str) -> None:
             log.warning("could not mark run %s KILLED: %s", key, err)
 
 
-def _execute(call: Callable[[], object], frameworks: list[str], home: Path) -> bool:
+def _execute(call: Callable[[], object], runner: object, home: Path) -> bool:
     import kfp.local
 
-    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False),
-                   pipeline_root=str(home / LOCAL_PIPELINE_ROOT), raise_on_error=True)
+    kfp.local.init(runner=runner, pipeline_root=str(home / LOCAL_PIPELINE_ROOT),
+                   raise_on_error=True)
     try:
-        with warnings.catch_warnings(), warm_python(frameworks) as python, \
-                _runner_python(python):
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # image-name heuristics of the subprocess runner
             call()
     except RuntimeError as err:
@@ -138,32 +160,24 @@ def _execute(call: Callable[[], object], frameworks: list[str], home: Path) -> b
 
 
 @contextlib.contextmanager
-def _runner_python(python: str | None) -> Iterator[None]:
-    """Make the SubprocessRunner start tasks with ``python`` (it takes ``sys.executable``)."""
-    if python is None:
-        yield
-        return
-    real, sys.executable = sys.executable, python
-    try:
-        yield
-    finally:
-        sys.executable = real
-
-
-@contextlib.contextmanager
-def _step_environment(uri: str, experiment: str, step_timeout: int) -> Iterator[Path]:
-    """Environment the step subprocesses inherit: the store, an error file, the limit."""
-    with tempfile.TemporaryDirectory(prefix="twinflow-") as tmp:
+def _step_environment(uri: str, experiment: str, step_timeout: int,
+                      home: Path) -> Iterator[tuple[Path, dict[str, str]]]:
+    """Environment the steps get (subprocesses inherit it, containers are given it): the
+    store, an error file (under ``home``, which every runner's tasks can write), the
+    time limit. Yields the error file and the variables."""
+    with tempfile.TemporaryDirectory(prefix="errors-", dir=home) as tmp:
         error_file = Path(tmp) / "errors.txt"
         error_file.touch()
-        saved = dict(os.environ)
-        os.environ.update({"MLFLOW_TRACKING_URI": uri, "TWINFLOW_EXPERIMENT": experiment,
-                           "TWINFLOW_ERROR_FILE": str(error_file), OWNER_ENV: owner(),
-                           "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")})
+        env = {"MLFLOW_TRACKING_URI": uri, "TWINFLOW_EXPERIMENT": experiment,
+               "TWINFLOW_ERROR_FILE": str(error_file), OWNER_ENV: owner(),
+               "TWINFLOW_HOME": str(home),
+               "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
         if step_timeout:
-            os.environ[STEP_TIMEOUT_ENV] = str(step_timeout)
+            env[STEP_TIMEOUT_ENV] = str(step_timeout)
+        saved = dict(os.environ)
+        os.environ.update(env)
         try:
-            yield error_file
+            yield error_file, env
         finally:
             os.environ.clear()
             os.environ.update(saved)

@@ -48,7 +48,7 @@ def predict(
     the output appears complete or not at all."""
     from components.predict.run import model_framework
     from components.processes import Interrupted
-    from pipelines.local import run_pipeline
+    from pipelines.local import RunOptions, run_pipeline
     from pipelines.predict import predict_pipeline
 
     local = not host
@@ -76,8 +76,8 @@ def predict(
             lambda: pipeline(model=config.model, data=config.data, output=str(target),
                              keep=config.keep, batch_rows=config.batch_rows,
                              data_format=config.format),
-            [framework], f"predict-{uuid.uuid4().hex[:12]}", get_settings().experiment, uri,
-            quiet)
+            [framework], f"predict-{uuid.uuid4().hex[:12]}", get_settings().experiment,
+            RunOptions(tracking_uri=uri, quiet=quiet))
     except Interrupted as stop:
         typer.echo(f"twinflow: interrupted ({stop.signal_name}): stopped scoring run "
                    f"{stop.run_key}, its MLflow runs marked KILLED; nothing was written to "
