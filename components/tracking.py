@@ -47,6 +47,15 @@ from components.tags import (
 )
 
 log = logging.getLogger(__name__)
+# MLflow's experiment kind (the UI's "GenAI apps & agents" / "Machine learning" choice),
+# the tag and value its UI writes (mlflow/server/js: setExperimentTag
+# "mlflow.experimentKind", ExperimentKind.CUSTOM_MODEL_DEVELOPMENT).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_KIND = "custom_model_development"
+# MLflow 3.17's UI ignores that tag (the feature flag that makes the sidebar's GenAI /
+# Model training switch decide is on): a page opens on model training only with this
+# query, else on the browser's last choice, GenAI's overview at first (see ui_url).
+UI_TRAINING_QUERY = "workflowType=machine_learning"
 REQUEST_TIMEOUT = 30  # seconds without an answer before a tracking request is retried
 STORE_LOCK_SECONDS = 300  # a first creation with all migrations takes a few seconds
 
@@ -125,18 +134,33 @@ def artifact_location(uri: str) -> str | None:
 
 
 def experiment_id(name: str) -> str:
-    """The id of experiment ``name``, created (with a local artifact root) if missing."""
+    """The id of experiment ``name``, created (with a local artifact root) if missing,
+    marked as a model training experiment (``EXPERIMENT_KIND_TAG``; an older store's
+    experiment gets the tag once, a kind the user chose in the UI is kept)."""
     client = MlflowClient()
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        if EXPERIMENT_KIND_TAG not in exp.tags:
+            try:  # cosmetic: a concurrent first write of the same tag may lose
+                client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
+            except mlflow.exceptions.MlflowException as err:
+                log.debug("could not tag experiment %s: %s", name, err)
         return str(exp.experiment_id)
     location = artifact_location(mlflow.get_tracking_uri())
     try:
-        return str(client.create_experiment(name, artifact_location=location))
+        return str(client.create_experiment(name, artifact_location=location,
+                                            tags={EXPERIMENT_KIND_TAG: TRAINING_KIND}))
     except mlflow.exceptions.MlflowException:  # created concurrently
         exp = client.get_experiment_by_name(name)
         assert exp is not None
         return str(exp.experiment_id)
+
+
+def ui_url(base: str, experiment: str, run_id: str = "") -> str:
+    """The MLflow UI (at ``base``) page of experiment id ``experiment``'s runs, or of
+    one run, on the model training view (``UI_TRAINING_QUERY``)."""
+    page = f"runs/{run_id}" if run_id else "runs"
+    return f"{base.rstrip('/')}/#/experiments/{experiment}/{page}?{UI_TRAINING_QUERY}"
 
 
 def find_pipeline_run(run_key: str, experiment: str) -> str | None:

@@ -17,9 +17,11 @@ from rich.table import Table
 from components.config import Priority
 from components.errors import TwinflowError, describe_validation_error
 from components.settings import STEP_TIMEOUT_ENV, get_settings
+from pipelines.images_cmd import images_app
 from pipelines.options import TrackingOpt, all_but, with_params
 from pipelines.params import PipelineParams, with_model_code, with_tune_space
 from pipelines.predict_cmd import predict as predict_cmd
+from pipelines.run_file import CONFIG_OPTION, PRINT_CONFIG_OPTION
 from pipelines.runners import RunnerName
 from pipelines.runs_cmd import runs_app
 from pipelines.serve_cmd import serve as serve_cmd
@@ -64,9 +66,33 @@ def _params(**values: object) -> PipelineParams:
         raise _fail(str(err)) from None
 
 
+def _read_run_file(ctx: typer.Context, path: Path | None) -> Path | None:
+    """Eager (before the other options): the run file's values become their defaults,
+    so that flags still win and every value is parsed and checked as a flag's is."""
+    from pipelines.run_file import read_run_file
+
+    if path is not None:
+        try:
+            ctx.default_map = {**(ctx.default_map or {}), **read_run_file(path, ctx)}
+        except TwinflowError as err:
+            raise _fail(str(err)) from None
+    return path
+
+
+RunFileOpt = Annotated[Path | None, typer.Option(
+    CONFIG_OPTION, "-c", is_eager=True, callback=_read_run_file, dir_okay=False,
+    help="YAML run file of these options by their long names ('epochs: 5', 'data: x.csv'); "
+         "the command line and environment variables override it.")]
+PrintConfigOpt = Annotated[bool, typer.Option(
+    PRINT_CONFIG_OPTION, help="Print the effective configuration as a run file; run nothing.")]
+
+
 @app.command()
 @with_params(RUN_FIELDS, FLAGS)
 def run(
+    ctx: typer.Context,
+    config: RunFileOpt = None,
+    print_config: PrintConfigOpt = False,
     tracking_uri: TrackingOpt = "",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Step logs to a file.")] = False,
     step_timeout: StepTimeoutOpt = 0,
@@ -79,9 +105,13 @@ def run(
     from components.processes import Interrupted
     from components.tracking import ensure_reachable
     from pipelines.local import RunOptions, run_local
+    from pipelines.run_file import config_yaml, log_run_config
     from pipelines.summary import collect, render
 
     params = _params(**values)
+    if print_config:
+        typer.echo(config_yaml(ctx), nl=False)
+        return
     root = _checkpoint_root(params.experiment, params.source)
     params = params.model_copy(update={"checkpoint_root": str(root)})
     uri = tracking_uri or get_settings().resolved_tracking_uri()
@@ -99,6 +129,10 @@ def run(
         ensure_reachable(uri)
     except TwinflowError as err:
         raise _fail(result.errors[0] if result.errors else str(err)) from None
+    warning = log_run_config(result.run_key, params.experiment,
+                             config_yaml(ctx, redact=True))
+    if warning:
+        typer.echo(warning, err=True)
     summary = collect(result.run_key, params.experiment)
     if summary is not None:
         render(summary, result.seconds, _ui_command(tracking_uri))
@@ -122,14 +156,14 @@ def _latest_run_url(uri: str, base: str) -> str:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from components.tracking import latest_pipeline_run
+    from components.tracking import latest_pipeline_run, ui_url
 
     mlflow.set_tracking_uri(uri)
     run_id = latest_pipeline_run(get_settings().experiment)
     if run_id is None:
         return ""
     exp = MlflowClient().get_run(run_id).info.experiment_id
-    return f"{base}/#/experiments/{exp}/runs/{run_id}"
+    return ui_url(base, exp, run_id)
 
 
 def _ui_command(tracking_uri: str) -> str:
@@ -345,6 +379,7 @@ app.command("serve")(serve_cmd)
 app.command("predict")(predict_cmd)
 app.add_typer(tune_app, name="tune")
 app.add_typer(runs_app, name="runs")
+app.add_typer(images_app, name="images")
 
 if __name__ == "__main__":
     app()

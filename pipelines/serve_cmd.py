@@ -10,6 +10,14 @@ import typer
 
 from components.errors import TwinflowError
 from components.frameworks import framework_names
+from components.serve.limits import (
+    DEFAULT_MAX_REQUEST_BYTES,
+    DEFAULT_MAX_ROWS,
+    MAX_REQUEST_BYTES_ENV,
+    MAX_REQUEST_BYTES_FLAG,
+    MAX_ROWS_ENV,
+    MAX_ROWS_FLAG,
+)
 from components.settings import get_settings
 
 
@@ -30,6 +38,13 @@ def serve(
                     ] = "",
     port: int = 8080,
     workers: Annotated[int, typer.Option(help="Server processes.")] = 1,
+    max_request_bytes: Annotated[int, typer.Option(
+        MAX_REQUEST_BYTES_FLAG, envvar=MAX_REQUEST_BYTES_ENV,
+        help="Largest request body in bytes; a larger one is answered 413.")
+    ] = DEFAULT_MAX_REQUEST_BYTES,
+    max_rows: Annotated[int, typer.Option(
+        MAX_ROWS_FLAG, envvar=MAX_ROWS_ENV,
+        help="Most rows per request; more are answered 413.")] = DEFAULT_MAX_ROWS,
     tracking_uri: Annotated[str, typer.Option(
         "--tracking-uri", envvar="MLFLOW_TRACKING_URI",
         help="MLflow tracking URI (default: SQLite store in .twinflow/).")] = "",
@@ -51,7 +66,8 @@ def serve(
         model = model or _latest_model(framework)
     options = ServeOptions(model_dir=model_dir, model=None if model_dir else model,
                            export=export or None, name=name or None, port=port,
-                           workers=workers)
+                           workers=workers, max_request_bytes=max_request_bytes,
+                           max_rows=max_rows)
     try:
         run_server(options)
     except TwinflowError as err:

@@ -115,6 +115,12 @@ def _seconds(run: Run) -> float | None:
     return (run.info.end_time - run.info.start_time) / 1000
 
 
+def framework_results(children: list[Run]) -> list[FrameworkResult]:
+    """Per-framework results from a pipeline run's step runs (its evaluate and push
+    runs suffice); `twinflow runs` reads many runs' steps in one search, not one each."""
+    return _results(children)
+
+
 def _results(children: list[Run]) -> list[FrameworkResult]:
     by_step = {(c.data.tags.get(STEP_TAG), c.data.tags.get(FRAMEWORK_TAG)): c for c in children}
     results = []

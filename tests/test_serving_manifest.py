@@ -11,8 +11,19 @@ import yaml
 
 from components.errors import ConfigError, DataError
 from components.export.manifest import ExportEntry, ExportFormat, ExportManifest
-from components.push.serving import inference_service, pushed_inference_service
+from components.push.serving import (
+    LOOP_STALL_S_PER_MIB,
+    inference_service,
+    probe_timeout_seconds,
+    pushed_inference_service,
+)
 from components.serve.__main__ import build_parser
+from components.serve.limits import (
+    DEFAULT_MAX_REQUEST_BYTES,
+    DEFAULT_MAX_ROWS,
+    MIB,
+    ServingLimits,
+)
 from tests.conftest import SHARED
 
 CRD = SHARED / "crds" / "serving.kserve.io_inferenceservices.yaml"
@@ -69,6 +80,36 @@ def test_custom_predictor_runs_the_serving_image_on_every_export(
     assert (str(args.model_dir), args.export, args.name, args.port) == (
         "/mnt/models", export, "digits-torch", 8080)
     assert args.host == "0.0.0.0"  # in a pod the server must be reachable on the pod IP
+    assert (args.max_request_bytes, args.max_rows) == (DEFAULT_MAX_REQUEST_BYTES,
+                                                       DEFAULT_MAX_ROWS)
+
+
+@pytest.mark.parametrize("limits", [ServingLimits(), ServingLimits(256 * MIB, 1_000_000)],
+                         ids=["default", "raised"])
+def test_the_container_carries_the_limits_and_probes_sized_to_them(
+        limits: ServingLimits, schema: Any) -> None:
+    isvc = inference_service("m", "1", URI, "ns", ALL, limits=limits)
+    validate(isvc, schema)
+    (container,) = isvc["spec"]["predictor"]["containers"]
+    args = build_parser().parse_args(container["args"])
+    assert (args.max_request_bytes, args.max_rows) == (limits.max_request_bytes,
+                                                       limits.max_rows)
+    probes = {kind: container[kind] for kind in ("startupProbe", "readinessProbe",
+                                                 "livenessProbe")}
+    assert probes["readinessProbe"]["httpGet"] == {"path": "/v2/models/m/ready", "port": 8080}
+    assert probes["startupProbe"]["httpGet"] == probes["readinessProbe"]["httpGet"]
+    assert probes["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": 8080}
+    # The event loop may stall on one request of the largest size for about
+    # LOOP_STALL_S_PER_MIB per MiB: every probe waits well beyond that, and answers
+    # come in before the next probe is due.
+    stall = limits.max_request_bytes / MIB * LOOP_STALL_S_PER_MIB
+    for probe in probes.values():
+        assert probe["timeoutSeconds"] == probe_timeout_seconds(limits) >= 10 * stall
+        assert probe["timeoutSeconds"] <= probe["periodSeconds"]
+    # Liveness gives up last: a slow stretch marks the pod unready before it restarts it.
+    ready, live = probes["readinessProbe"], probes["livenessProbe"]
+    assert (live["periodSeconds"] * live["failureThreshold"]
+            > ready["periodSeconds"] * ready["failureThreshold"])
 
 
 def test_default_export_is_the_preferred_one(schema: Any) -> None:

@@ -18,11 +18,18 @@ Three predictors:
 
 ``canary_traffic_percent`` sends that share of traffic to the new revision
 while the previous one keeps the rest (KServe's canary rollout).
+
+The custom predictor's container gets the server's request limits as arguments
+(``--max-request-bytes``, ``--max-rows``: 413 beyond them) and probes whose timeout
+covers the longest the server's event loop may stall on one request of the largest
+allowed size (see :func:`probe_timeout_seconds`), so that a large request never gets
+the pod marked unready or restarted.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
 from pathlib import PurePosixPath
 from typing import Any, Literal
@@ -30,12 +37,57 @@ from typing import Any, Literal
 from components.errors import ConfigError, DataError
 from components.export.manifest import FP32, ExportEntry, ExportFormat, ExportManifest
 from components.images import image
+from components.serve.limits import (
+    MAX_REQUEST_BYTES_FLAG,
+    MAX_ROWS_FLAG,
+    MIB,
+    ServingLimits,
+)
 
 log = logging.getLogger(__name__)
 
 Predictor = Literal["custom", "builtin"]
 MODEL_MOUNT = "/mnt/models"  # where KServe's storage initializer puts STORAGE_URI
 SERVING_PORT = 8080
+# The server's event loop stalls for up to about 20 ms per MiB of one request (the JSON
+# decode, which holds the GIL wherever it runs; the rest runs on worker threads, a chunk
+# at a time): a probe waited at most 368 ms beside 20 MB requests on a loaded 2-core
+# machine (bench/RESULTS.md, issue 17). The probes' timeout allows 20 times that for a
+# request of the largest allowed size (a busy, CPU-limited pod), never under 5 s.
+LOOP_STALL_S_PER_MIB = 0.02
+PROBE_SAFETY_FACTOR = 20
+PROBE_TIMEOUT_MIN_S = 5
+PROBE_PERIOD_S = 10
+READY_FAILURES = 3  # unready (no traffic) after 30 s without an answer
+LIVE_FAILURES = 6  # restarted after a minute without an answer
+# Start-up: importing KServe and the framework, loading the model (TensorFlow alone
+# can take 15 s on a busy node): up to 5 minutes before liveness applies.
+STARTUP_PERIOD_S = 5
+STARTUP_FAILURES = 60
+LIVE_PATH = "/v2/health/live"
+
+
+def probe_timeout_seconds(limits: ServingLimits) -> int:
+    """A probe timeout longer than the loop may stall on one request of the largest size."""
+    stall = limits.max_request_bytes / MIB * LOOP_STALL_S_PER_MIB
+    return max(PROBE_TIMEOUT_MIN_S, math.ceil(stall * PROBE_SAFETY_FACTOR))
+
+
+def probes(model_name: str, limits: ServingLimits) -> dict[str, dict[str, Any]]:
+    """Start-up, readiness (the model's) and liveness probes of the serving container."""
+    timeout = probe_timeout_seconds(limits)
+
+    def get(path: str, period: int, failures: int) -> dict[str, Any]:
+        # A probe is not due again before the last one may have timed out.
+        return {"httpGet": {"path": path, "port": SERVING_PORT},
+                "periodSeconds": max(period, timeout), "timeoutSeconds": timeout,
+                "failureThreshold": failures}
+
+    return {"startupProbe": get(f"/v2/models/{model_name}/ready", STARTUP_PERIOD_S,
+                                STARTUP_FAILURES),
+            "readinessProbe": get(f"/v2/models/{model_name}/ready", PROBE_PERIOD_S,
+                                  READY_FAILURES),
+            "livenessProbe": get(LIVE_PATH, PROBE_PERIOD_S, LIVE_FAILURES)}
 
 
 def service_name(model_name: str) -> str:
@@ -47,12 +99,14 @@ def service_name(model_name: str) -> str:
 def inference_service(model_name: str, version: str, storage_uri: str, namespace: str,
                       exports: ExportManifest | None = None, *, export: str | None = None,
                       predictor: Predictor = "custom",
-                      canary_traffic_percent: int | None = None) -> dict[str, Any]:
+                      canary_traffic_percent: int | None = None,
+                      limits: ServingLimits | None = None) -> dict[str, Any]:
     """An InferenceService for ``model_name`` version ``version``.
 
     With ``exports`` (the manifest of the exports directory at ``storage_uri``)
     it serves entry ``export`` (default: the preferred one) with ``predictor``;
     without, ``storage_uri`` is an MLflow model served by KServe's MLflow runtime.
+    ``limits`` (default: the server's defaults) are the custom predictor's request limits.
     """
     name = service_name(model_name)
     annotations = {"twinflow.io/registered-model": model_name,
@@ -66,7 +120,7 @@ def inference_service(model_name: str, version: str, storage_uri: str, namespace
             raise ConfigError(f"export {key!r} is not one of {sorted(exports.entries)}")
         annotations["twinflow.io/export"] = key
         spec = (_builtin(exports, key, storage_uri) if predictor == "builtin"
-                else _custom(name, key, storage_uri))
+                else _custom(name, key, storage_uri, limits or ServingLimits()))
     if canary_traffic_percent is not None:
         if not 0 <= canary_traffic_percent <= 100:
             raise ConfigError(f"canary traffic percent must be 0-100, got "
@@ -82,17 +136,19 @@ def inference_service(model_name: str, version: str, storage_uri: str, namespace
     }
 
 
-def _custom(name: str, export: str, storage_uri: str) -> dict[str, Any]:
+def _custom(name: str, export: str, storage_uri: str,
+            limits: ServingLimits) -> dict[str, Any]:
     """The serving image as the predictor container, fed by the storage initializer."""
     return {"containers": [{
         "name": "kserve-container",  # the name KServe injects the storage initializer for
         "image": image("serving"),
         "args": ["--model-dir", MODEL_MOUNT, "--export", export, "--name", name,
-                 "--host", "0.0.0.0", "--port", str(SERVING_PORT)],
+                 "--host", "0.0.0.0", "--port", str(SERVING_PORT),
+                 MAX_REQUEST_BYTES_FLAG, str(limits.max_request_bytes),
+                 MAX_ROWS_FLAG, str(limits.max_rows)],
         "env": [{"name": "STORAGE_URI", "value": storage_uri}],
         "ports": [{"containerPort": SERVING_PORT, "protocol": "TCP"}],
-        "readinessProbe": {"httpGet": {"path": f"/v2/models/{name}/ready",
-                                       "port": SERVING_PORT}},
+        **probes(name, limits),
         "securityContext": {"runAsNonRoot": True, "runAsUser": 1000,
                             "allowPrivilegeEscalation": False},
     }]}
@@ -157,7 +213,8 @@ def exports_storage_uri(model_name: str, version: str) -> str:
 
 def pushed_inference_service(model_name: str, version: str, namespace: str,
                              exports: ExportManifest, *, predictor: Predictor = "custom",
-                             canary_traffic_percent: int | None = None) -> dict[str, Any]:
+                             canary_traffic_percent: int | None = None,
+                             limits: ServingLimits | None = None) -> dict[str, Any]:
     """The InferenceService push writes for a version registered with its exports.
 
     The custom predictor serves the exports' serving default: the raw-input entry
@@ -177,4 +234,4 @@ def pushed_inference_service(model_name: str, version: str, namespace: str,
         export = servable[0]
     return inference_service(model_name, version, exports_storage_uri(model_name, version),
                              namespace, exports, export=export, predictor=predictor,
-                             canary_traffic_percent=canary_traffic_percent)
+                             canary_traffic_percent=canary_traffic_percent, limits=limits)

@@ -8,6 +8,15 @@ import sys
 from pathlib import Path
 
 from components.errors import TwinflowError
+from components.serve.limits import (
+    DEFAULT_MAX_REQUEST_BYTES,
+    DEFAULT_MAX_ROWS,
+    MAX_REQUEST_BYTES_ENV,
+    MAX_REQUEST_BYTES_FLAG,
+    MAX_ROWS_ENV,
+    MAX_ROWS_FLAG,
+    env_int,
+)
 from components.serve.server import DEFAULT_HOST, DEFAULT_PORT, ServeOptions, serve
 
 
@@ -28,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default=os.environ.get("HOST", DEFAULT_HOST))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", DEFAULT_PORT)))
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(MAX_REQUEST_BYTES_FLAG, type=int, default=None,
+                        help="largest request body in bytes; larger ones get 413 (default "
+                             f"{DEFAULT_MAX_REQUEST_BYTES}); env {MAX_REQUEST_BYTES_ENV}")
+    parser.add_argument(MAX_ROWS_FLAG, type=int, default=None,
+                        help="most rows per request; more get 413 (default "
+                             f"{DEFAULT_MAX_ROWS}); env {MAX_ROWS_ENV}")
     return parser
 
 
@@ -39,9 +54,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.model is None and os.environ.get("MODEL_DIR"):
             args.model_dir = Path(os.environ["MODEL_DIR"])
     try:
+        # The environment is read here, not as parser defaults: a bad value is then one
+        # line below, like any other bad input, not an argparse traceback.
+        max_bytes = (args.max_request_bytes if args.max_request_bytes is not None
+                     else env_int(MAX_REQUEST_BYTES_ENV, DEFAULT_MAX_REQUEST_BYTES))
+        max_rows = (args.max_rows if args.max_rows is not None
+                    else env_int(MAX_ROWS_ENV, DEFAULT_MAX_ROWS))
         serve(ServeOptions(model_dir=args.model_dir, model=args.model, export=args.export,
                            name=args.name, host=args.host, port=args.port,
-                           workers=args.workers))
+                           workers=args.workers, max_request_bytes=max_bytes,
+                           max_rows=max_rows))
     except TwinflowError as err:
         print(f"twinflow serve: error: {err}", file=sys.stderr)
         return 1

@@ -3,10 +3,15 @@
 By default the manifest's ``serving_default``: the raw-input entry (the fitted
 transform inside, raw rows in; see components.serve.raw_protocol) when the
 exports have one, else the preferred entry (a matrix of transformed inputs).
+
+:class:`ExportsModel` answers synchronously (library use, in-process callers);
+the server registers :class:`ServedModel`, which KServe awaits, so that a large
+request is parsed, run and answered on a worker thread, off the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -17,9 +22,10 @@ import numpy as np
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from components.errors import ConfigError
-from components.export.manifest import ExportEntry, ExportManifest
+from components.export.manifest import ExportEntry, ExportFormat, ExportManifest
 from components.export.runtime import load_predictor
 from components.serve import raw_protocol
+from components.serve.limits import DEFAULT_MAX_ROWS, INLINE_BODY_BYTES, INLINE_ROWS
 from components.serve.protocol import (
     CLASS,
     INPUT_NAME,
@@ -44,10 +50,12 @@ class ExportsModel(kserve.Model):
     for every format.
     """
 
-    def __init__(self, name: str, model_dir: Path, export: str | None = None) -> None:
+    def __init__(self, name: str, model_dir: Path, export: str | None = None,
+                 max_rows: int = DEFAULT_MAX_ROWS) -> None:
         super().__init__(name)
         self.model_dir = Path(model_dir)
         self.export = export
+        self.max_rows = max_rows
         self.manifest: ExportManifest | None = None
         self.entry: ExportEntry | None = None
         self._predict: Callable[[Any], np.ndarray] | None = None
@@ -99,11 +107,12 @@ class ExportsModel(kserve.Model):
         """Raw (numeric, categorical) arrays for a raw-input entry, else a float32 matrix."""
         assert self.manifest is not None, "load() first"
         raw = self.manifest.raw_features if self.takes_raw_rows else None
+        limit = self.max_rows
         if isinstance(payload, InferRequest):
-            return (raw_protocol.v2_arrays(payload, raw) if raw
-                    else v2_matrix(payload, self.manifest.n_features))
-        return (raw_protocol.v1_arrays(payload, raw) if raw
-                else v1_matrix(payload, self.manifest.n_features))
+            return (raw_protocol.v2_arrays(payload, raw, limit) if raw
+                    else v2_matrix(payload, self.manifest.n_features, limit))
+        return (raw_protocol.v1_arrays(payload, raw, limit) if raw
+                else v1_matrix(payload, self.manifest.n_features, limit))
 
     def predict(self, payload: dict[str, Any] | InferRequest,
                 headers: dict[str, str] | None = None) -> dict[str, Any] | InferResponse:
@@ -120,6 +129,23 @@ class ExportsModel(kserve.Model):
             return v2_response(payload, self.name, answers, self.manifest.classes)
         return v1_response(answers, self.manifest.classes)
 
+    @staticmethod
+    def declared_rows(payload: Any) -> int:
+        """How many rows a request says it holds, read without converting them.
+
+        A body KServe passed on as bytes (a non-JSON content type) is parsed only
+        later: counted as many rows when it is large.
+        """
+        if isinstance(payload, InferRequest):
+            firsts = [list(t.shape)[:1] for t in payload.inputs]
+            return max((f[0] for f in firsts if f and isinstance(f[0], int)), default=0)
+        if isinstance(payload, dict):
+            instances = payload.get("instances")
+            return len(instances) if isinstance(instances, list) else 0
+        if isinstance(payload, bytes | str):
+            return INLINE_ROWS + 1 if len(payload) > INLINE_BODY_BYTES else 0
+        return 0
+
     def get_input_types(self) -> list[dict[str, Any]]:
         if self.takes_raw_rows and self.manifest and self.manifest.raw_features:
             return raw_protocol.input_types(self.manifest.raw_features)
@@ -132,3 +158,48 @@ class ExportsModel(kserve.Model):
         k = len(self.manifest.classes) if self.manifest else -1
         return [{"name": PROBABILITIES, "datatype": "FP32", "shape": [-1, k]},
                 {"name": CLASS, "datatype": "BYTES", "shape": [-1]}]
+
+
+class ServedModel(ExportsModel):
+    """The model the server registers: KServe awaits its ``predict``.
+
+    KServe calls a synchronous ``predict`` on the event loop, so a large request
+    (parsing, conversion, inference, the answer's lists) stalled every other
+    request and the health and readiness probes until it was done. Here a request
+    of more than ``INLINE_ROWS`` rows runs on a worker thread of the loop's
+    executor: inference releases the GIL, and the pure-Python parts give it up
+    every few milliseconds, so probes are answered meanwhile. Small requests stay
+    inline, where a thread hop would cost a noticeable share of their time.
+
+    A TFLite interpreter must not run on two threads at once, so a TFLite entry's
+    requests take turns (an asyncio lock: waiting never blocks the loop).
+    """
+
+    _turns: asyncio.Lock | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_turns", None)  # bound to the parent's loop; a worker makes its own
+        return state
+
+    @property
+    def serial_runtime(self) -> bool:
+        """Whether the loaded runtime may not be called from two threads at once."""
+        return self.entry is not None and self.entry.format == ExportFormat.TFLITE
+
+    async def predict(self, payload: dict[str, Any] | InferRequest,
+                      headers: dict[str, str] | None = None
+                      ) -> dict[str, Any] | InferResponse:
+        """:meth:`ExportsModel.predict`, on a worker thread for a large request."""
+        if not self.serial_runtime:
+            return await self._answer(payload, headers)
+        if self._turns is None:
+            self._turns = asyncio.Lock()
+        async with self._turns:
+            return await self._answer(payload, headers)
+
+    async def _answer(self, payload: dict[str, Any] | InferRequest,
+                      headers: dict[str, str] | None) -> dict[str, Any] | InferResponse:
+        if self.declared_rows(payload) <= INLINE_ROWS:
+            return ExportsModel.predict(self, payload, headers)
+        return await asyncio.to_thread(ExportsModel.predict, self, payload, headers)

@@ -3,7 +3,8 @@
 Raw rows carry the columns the training data had (``RawFeatures``): numbers
 (``null`` = missing) and strings (``null`` or ``""`` = missing; words the
 model never saw go to its out-of-vocabulary bucket). Every malformed request
-raises KServe's ``InvalidInput`` (a 400 answer) naming the column and row.
+raises KServe's ``InvalidInput`` (a 400 answer) naming the column and row; more rows
+than the server's ``--max-rows`` raise ``TooManyRows`` (413) before any row is read.
 
 - V1: ``{"instances": [{"size": 1.5, "colour": "red"}, ...]}`` (extra keys,
   such as an id or the label, are ignored), or rows as lists in the order of
@@ -20,11 +21,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import orjson
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferInput, InferRequest
 
 from components.export.manifest import RawFeatures
+from components.serve.limits import DEFAULT_MAX_ROWS
+from components.serve.protocol import check_rows, parse_json_body, tensor_numpy, tensor_rows
 
 RawArrays = tuple[np.ndarray, np.ndarray]  # float64 numeric (NaN = missing), object strings
 _NUMERIC_TYPES = {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64",
@@ -37,18 +39,15 @@ def input_types(raw: RawFeatures) -> list[dict[str, Any]]:
             + [{"name": n, "datatype": "BYTES", "shape": [-1]} for n in raw.categorical])
 
 
-def v1_arrays(payload: Any, raw: RawFeatures) -> RawArrays:
+def v1_arrays(payload: Any, raw: RawFeatures, max_rows: int = DEFAULT_MAX_ROWS) -> RawArrays:
     """The raw rows of a V1 body as the model's (numeric, categorical) arrays."""
-    if isinstance(payload, bytes | str):
-        try:
-            payload = orjson.loads(payload)
-        except orjson.JSONDecodeError as err:
-            raise InvalidInput(f"request body is not JSON: {err}") from None
+    payload = parse_json_body(payload)
     if not isinstance(payload, dict) or not isinstance(payload.get("instances"), list):
         raise InvalidInput('expected a JSON object {"instances": [{"column": value, ...}, ...]}')
     instances = payload["instances"]
     if not instances:
         raise InvalidInput("'instances' must be a non-empty list of rows")
+    check_rows(len(instances), max_rows, "'instances'")
     values = [_row_values(row, i, raw.names) for i, row in enumerate(instances)]
     columns = {name: [r[j] for r in values] for j, name in enumerate(raw.names)}
     return _arrays(columns, raw, "'instances'")
@@ -67,8 +66,11 @@ def _row_values(row: Any, i: int, names: list[str]) -> list[Any]:
                        f"list of {len(names)} values")
 
 
-def v2_arrays(request: InferRequest, raw: RawFeatures) -> RawArrays:
+def v2_arrays(request: InferRequest, raw: RawFeatures,
+              max_rows: int = DEFAULT_MAX_ROWS) -> RawArrays:
     """The raw rows of a V2 request: a tensor per column (or one numeric matrix)."""
+    for tensor in request.inputs:
+        check_rows(tensor_rows(tensor), max_rows, f"input '{tensor.name}'")
     by_name = {t.name: t for t in request.inputs}
     if not raw.categorical and len(request.inputs) == 1 and raw.names[0] not in by_name:
         return _matrix_arrays(request.inputs[0], raw)
@@ -94,7 +96,7 @@ def _column(tensor: InferInput, categorical: bool) -> list[Any] | np.ndarray:
         raise InvalidInput(f"input '{tensor.name}': datatype must be {want}, "
                            f"got {tensor.datatype}")
     try:
-        values = tensor.as_numpy().reshape(-1)
+        values = tensor_numpy(tensor).reshape(-1)
     except (ValueError, TypeError) as err:
         raise InvalidInput(f"input '{tensor.name}': data does not match shape {shape} "
                            f"({err})") from None
@@ -110,7 +112,7 @@ def _matrix_arrays(tensor: InferInput, raw: RawFeatures) -> RawArrays:
                            f"[N, {len(raw.numeric)}] or one tensor per column {raw.numeric[:5]}"
                            f"..., got {tensor.datatype} {shape}")
     try:
-        x = tensor.as_numpy().astype(np.float64)
+        x = tensor_numpy(tensor).astype(np.float64)
     except (ValueError, TypeError) as err:
         raise InvalidInput(f"input '{tensor.name}': data does not match shape {shape} "
                            f"({err})") from None

@@ -4,7 +4,9 @@ KServe 0.21 hard-codes ``0.0.0.0`` in its REST server's uvicorn config and
 starts gRPC by default; a local server must listen on 127.0.0.1 only, so the
 address is set on that config after KServe builds it and before it binds.
 Access logging (four lines per request, about a third of the throughput) and
-per-request latency logging are turned off in every worker.
+per-request latency logging are turned off in every worker. The REST server becomes
+a :class:`components.serve.app.LimitedRESTServer` at the same point, so the request
+limits, the 400 answers and the off-loop V2 route hold in every worker too.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from components.errors import ConfigError
+from components.serve.limits import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_ROWS, ServingLimits
 
 log = logging.getLogger(__name__)
 DEFAULT_HOST = "127.0.0.1"
@@ -38,23 +41,31 @@ class ServeOptions:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     workers: int = 1
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_rows: int = DEFAULT_MAX_ROWS
+
+    @property
+    def limits(self) -> ServingLimits:
+        """The per-request limits (validated: at least 1 each)."""
+        return ServingLimits(max_request_bytes=self.max_request_bytes, max_rows=self.max_rows)
 
 
 def build_model(options: ServeOptions):  # type: ignore[no-untyped-def]  # kserve is untyped
-    """The loaded :class:`ExportsModel` the options describe."""
-    from components.serve.model import ExportsModel
+    """The loaded :class:`ServedModel` the options describe."""
+    from components.serve.model import ServedModel
     from components.serve.resolve import download_exports
 
     if (options.model_dir is None) == (options.model is None):
         raise ConfigError("serve: give exactly one of --model-dir DIR and --model NAME[@alias]")
     if options.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {options.workers}")
+    limits = options.limits
     if options.model is not None:
         registered, directory = download_exports(options.model)
         name = options.name or registered
     else:
         directory, name = Path(options.model_dir or ""), options.name or "model"
-    model = ExportsModel(name, directory, options.export)
+    model = ServedModel(name, directory, options.export, max_rows=limits.max_rows)
     model.load()
     return model
 
@@ -112,15 +123,22 @@ def serve(options: ServeOptions) -> None:
     """Load the model and serve it until interrupted (blocks)."""
     from kserve import ModelServer, model_server
 
+    from components.serve.app import limit
+
+    limits = options.limits
+
     class LocalModelServer(ModelServer):
-        """ModelServer bound to ``options.host`` instead of KServe's fixed 0.0.0.0."""
+        """ModelServer bound to ``options.host`` instead of KServe's fixed 0.0.0.0,
+        whose REST server enforces ``limits``."""
 
         def setup_event_loop(self) -> None:
-            # start() calls this after building the REST server(s), before they bind.
+            # start() calls this after building the REST server(s), before they bind
+            # or spawn workers (which unpickle the REST server, limits included).
             multi = self._rest_multiprocess_server
             rest = self._rest_server or getattr(multi, "_rest_server", None)
             if rest is not None:
                 rest.config.host = options.host
+                limit(rest, limits)
             if multi is not None:
                 _patient_liveness(multi)
             _use_uvloop()
@@ -133,8 +151,9 @@ def serve(options: ServeOptions) -> None:
         server = LocalModelServer(http_port=options.port, workers=options.workers,
                                   enable_grpc=False, enable_latency_logging=False,
                                   enable_docs_url=False)
-        log.info("serving '%s' on http://%s:%d (%d worker(s))", model.name, options.host,
-                 options.port, options.workers)
+        log.info("serving '%s' on http://%s:%d (%d worker(s); at most %d bytes and %d rows "
+                 "per request)", model.name, options.host, options.port, options.workers,
+                 limits.max_request_bytes, limits.max_rows)
         server.start([model])
     finally:
         Path(log_config).unlink(missing_ok=True)
