@@ -87,6 +87,7 @@ def run_pipeline(call: Callable[[], object], frameworks: list[str], key: str, ex
     home = settings.home.resolve()
     home.mkdir(parents=True, exist_ok=True)
     tasks = RUNNERS[options.runner]()
+    tasks.check(frameworks)
     log_file = home / "logs" / f"{key}.log" if options.quiet else None
     with tasks.store(uri, home) as step_uri, \
             _step_environment(step_uri, experiment, options.step_timeout, home) as (

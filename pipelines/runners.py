@@ -31,6 +31,9 @@ class SubprocessTasks:
 
     name = RunnerName.SUBPROCESS
 
+    def check(self, frameworks: list[str]) -> None:
+        """Nothing to check before a run: this environment is running it."""
+
     @contextlib.contextmanager
     def store(self, uri: str, home: Path) -> Iterator[str]:
         """The tracking URI the steps use: the run's own."""
@@ -56,6 +59,15 @@ class DockerTasks:
 
     name = RunnerName.DOCKER
 
+    def check(self, frameworks: list[str]) -> None:
+        """The engine runs and the images of ``frameworks``' steps are built (before
+        anything is started or recorded)."""
+        from components.frameworks import get_adapter
+        from pipelines.docker_run import check_images, docker_client
+
+        kinds = ["base", *dict.fromkeys(get_adapter(f).image for f in frameworks)]
+        check_images(docker_client(), kinds)
+
     @contextlib.contextmanager
     def store(self, uri: str, home: Path) -> Iterator[str]:
         """A file store is served to the containers by an mlflow server of the run."""
@@ -70,11 +82,8 @@ class DockerTasks:
     @contextlib.contextmanager
     def session(self, frameworks: list[str], env: dict[str, str], key: str,
                 paths: list[Path]) -> Iterator[Any]:
-        from components.frameworks import get_adapter
-        from pipelines.docker_run import check_images, docker_client, docker_runner
+        from pipelines.docker_run import docker_runner
 
-        kinds = ["base", *dict.fromkeys(get_adapter(f).image for f in frameworks)]
-        check_images(docker_client(), kinds)
         yield docker_runner(env, key, paths)
 
     def stop(self, key: str) -> int:
