@@ -18,7 +18,7 @@ import pytest
 from kfp import dsl
 
 from components.frameworks import framework_names
-from pipelines.local import _runner_python
+from pipelines.runners import _runner_python
 from pipelines.warm import preload_modules, warm_python
 from pipelines.warm_launcher import REAL_PYTHON_ENV, STRICT_ENV
 
