@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 DOCKERD_ARGS: Final = ("--bridge=none", "--iptables=false", "--ip6tables=false")
 START_SECONDS: Final = 60
 STOP_SECONDS: Final = 30
+DEFAULT_SOCKET: Final = "unix:///var/run/docker.sock"
 INSTALL_HINT: Final = "apt-get install -y docker.io (./setup.sh does it when run as root)"
 START_HINT: Final = "start it with `twinflow images engine start` (as root) or your system's " \
                     "docker service"
@@ -64,7 +65,10 @@ def _not_running(err: Exception) -> str:
     if shutil.which("dockerd") is None and shutil.which("docker") is None:
         return f"Docker is not installed: {INSTALL_HINT}"
     log.debug("the engine did not answer: %s", err)
-    where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    where = os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
+    if "Permission denied" in str(err):
+        return (f"Docker runs but this user may not use it (permission denied on {where}): "
+                "run as root or join the docker group")
     return f"Docker is not running (nothing answers on {where}): {START_HINT}"
 
 

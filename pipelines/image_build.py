@@ -33,15 +33,20 @@ from typing import IO, TYPE_CHECKING, Any, Final
 from components.images import IMAGES, image
 from components.settings import get_settings
 from pipelines.docker_engine import engine_client
-from pipelines.image_base import REPO, ImageBuildError, ensure_base, ensure_torch_wheel
+from pipelines.image_base import (
+    REPO,
+    SERVING_FRAMEWORKS,
+    VARIANTS,
+    ImageBuildError,
+    ensure_base,
+    ensure_torch_wheel,
+)
 
 if TYPE_CHECKING:
     import docker
 
 log = logging.getLogger(__name__)
 
-VARIANTS: Final = ("cpu", "cuda")
-SERVING_FRAMEWORKS: Final = ("torch", "tensorflow")
 WHEELS_CONTEXT: Final = "images/wheels"  # the context folder the torch Dockerfiles COPY
 
 
@@ -69,7 +74,7 @@ class BuiltImage:
     size: int  # bytes, as `docker images` reports
     digest: str  # the image id: the digest of its configuration
     cached_steps: int
-    steps: int
+    steps: int  # steps that can come from the cache (all but FROM)
 
 
 def dockerfile(name: str) -> Path:
@@ -106,18 +111,20 @@ def build_images(options: BuildOptions) -> list[BuiltImage]:
     kinds = select(options.only)
     client = engine_client()
     log_dir = (get_settings().home / "logs" / "images").resolve()
-    offline = _is_offline(client) if options.offline is None else options.offline
+    offline = is_offline(client) if options.offline is None else options.offline
     args = _common_args(options)
     if offline:
         args["PYTHON_IMAGE"] = ensure_base(client, log_dir, options.rebuild_base)
-        if options.variant == "cpu" and _needs_torch(kinds, options):
+        if _needs_cpu_torch(kinds, options):
             ensure_torch_wheel()
             args["TORCH_SOURCE"] = "wheels"
-    return [_build(client, IMAGES[kind], args, log_dir, options.no_cache) for kind in kinds]
+    return [_build(client, kind, args, log_dir, options.no_cache) for kind in kinds]
 
 
-def _needs_torch(kinds: list[str], options: BuildOptions) -> bool:
-    return "torch" in kinds or ("serving" in kinds and options.serving_framework == "torch")
+def _needs_cpu_torch(kinds: list[str], options: BuildOptions) -> bool:
+    """Whether an image to build takes torch's CPU build (serving always does)."""
+    return (("torch" in kinds and options.variant == "cpu")
+            or ("serving" in kinds and options.serving_framework == "torch"))
 
 
 def _common_args(options: BuildOptions) -> dict[str, str]:
@@ -136,7 +143,7 @@ def _revision() -> str:
     return ""
 
 
-def _is_offline(client: docker.DockerClient) -> bool:
+def is_offline(client: docker.DockerClient) -> bool:
     """Offline unless the pulled Python base is here or can be pulled now."""
     import docker.errors
 
@@ -153,10 +160,10 @@ def _is_offline(client: docker.DockerClient) -> bool:
     return False
 
 
-def _build(client: docker.DockerClient, name: str, args: dict[str, str], log_dir: Path,
+def _build(client: docker.DockerClient, kind: str, args: dict[str, str], log_dir: Path,
            no_cache: bool = False) -> BuiltImage:
     """Build one image, its output streamed to a log file; the result as the engine has it."""
-    ref = image(next(k for k, n in IMAGES.items() if n == name))
+    name, ref = IMAGES[kind], image(kind)
     log_dir.mkdir(parents=True, exist_ok=True)
     log_file = log_dir / f"{name}.log"
     start = time.monotonic()
@@ -198,12 +205,15 @@ def _follow(stream: Iterator[dict[str, Any]], out: IO[str], name: str,
     """Copy the engine's build output to ``out``; (steps, cached steps); the error as
     one line naming the step that failed and the log."""
     steps = cached = 0
-    step = ""
+    step, in_stage = "", False
     start = time.monotonic()
     for chunk in stream:
         text = str(chunk.get("stream", ""))
         if text.startswith("Step "):  # elapsed seconds: where a slow build spends its time
-            steps, step = steps + 1, text.strip()
+            step = text.strip()
+            # Only a step in a stage can be cached (not FROM, not an ARG before the first).
+            in_stage = in_stage or " : FROM " in step
+            steps += in_stage and " : FROM " not in step
             out.write(f"[{time.monotonic() - start:7.1f} s] ")
             log.info("%s: %s", name, step[:160])
         out.write(text)

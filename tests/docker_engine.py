@@ -18,6 +18,7 @@ the fixture, which pytest would instantiate once per importing module):
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -32,6 +33,7 @@ from pipelines.docker_engine import engine_client, is_running, start_engine, sto
 from pipelines.image_base import MissingToolError
 from pipelines.image_build import BuildOptions, BuiltImage, build_images
 
+log = logging.getLogger(__name__)
 APT_PACKAGES = {"dockerd": "docker.io", "mmdebstrap": "mmdebstrap"}
 
 
@@ -76,7 +78,7 @@ def _start(config: pytest.Config, home: Path) -> ContainerSession:
         start_engine(home)
     except TwinflowError as err:
         return ContainerSession(skip=str(err))
-    config.add_cleanup(lambda: stop_engine(home))
+    config.add_cleanup(lambda: log.info(stop_engine(home)))
     return ContainerSession(client=engine_client())
 
 

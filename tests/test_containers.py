@@ -363,3 +363,17 @@ def test_list_names_an_image_that_is_not_built(docker_client: Any) -> None:  # n
     assert done.stderr.strip().splitlines() == [
         f"twinflow: error: not built: {refs}; run `twinflow images build {only}`"]
     assert done.stdout.count("not built") == len(IMAGES)
+
+
+@pytest.mark.containers
+def test_engine_commands_touch_only_a_dockerd_they_started(docker_client: Any,  # noqa: F811
+                                                           tmp_path: Path) -> None:
+    home = str(tmp_path / "home")
+    started = twinflow("images", "engine", "start", TWINFLOW_HOME=home)
+    assert started.returncode == 0 and started.stdout.strip() == (
+        "Docker is already running; nothing started")
+    stopped = twinflow("images", "engine", "stop", TWINFLOW_HOME=home)
+    assert stopped.returncode == 0 and stopped.stdout.strip().endswith("nothing stopped")
+    assert docker_client.ping()  # the engine this session uses still runs
+    status = twinflow("images", "engine", "status")
+    assert status.returncode == 0 and " is running " in status.stdout
