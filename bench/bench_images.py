@@ -23,8 +23,7 @@ from components.images import IMAGES
 from components.settings import get_settings
 from pipelines.docker_engine import engine_client
 from pipelines.image_base import ensure_base
-from pipelines.image_build import BuildOptions, BuiltImage, build_images, human_size
-from pipelines.image_build import _is_offline as is_offline
+from pipelines.image_build import BuildOptions, BuiltImage, build_images, human_size, is_offline
 
 
 def build(name: str, no_cache: bool = False) -> BuiltImage:

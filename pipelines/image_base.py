@@ -40,6 +40,9 @@ HOST_CA_DIR: Final = Path("/usr/local/share/ca-certificates")
 INPUTS_LABEL: Final = "org.twinflow.base.inputs"
 #: Where the host's wheels go: a folder of the build context the Dockerfiles COPY.
 WHEELS_DIR: Final = REPO / "images" / "wheels"
+#: The build's choices (`twinflow images build --variant / --serving-framework`).
+VARIANTS: Final = ("cpu", "cuda")
+SERVING_FRAMEWORKS: Final = ("torch", "tensorflow")
 
 
 class ImageBuildError(TwinflowError):

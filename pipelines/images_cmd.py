@@ -7,13 +7,13 @@ only turns options into a call and the result (or a TwinflowError) into output.
 from __future__ import annotations
 
 import logging
-from enum import StrEnum
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
 from components.errors import TwinflowError
+from pipelines.image_base import SERVING_FRAMEWORKS, VARIANTS
 
 images_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                          help="Build the step and serving images (images/); start or stop "
@@ -21,16 +21,6 @@ images_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
 engine_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                          help="A dockerd that twinflow starts (as root) and stops.")
 images_app.add_typer(engine_app, name="engine")
-
-
-class Variant(StrEnum):
-    CPU = "cpu"
-    CUDA = "cuda"
-
-
-class ServingFramework(StrEnum):
-    TORCH = "torch"
-    TENSORFLOW = "tensorflow"
 
 
 def _fail(err: TwinflowError) -> typer.Exit:
@@ -51,18 +41,19 @@ def _show_progress() -> None:
 @images_app.command("build")
 def build(
     only: Annotated[list[str] | None, typer.Option(
-        "--only", metavar="NAME", help="Build only this image (repeatable): step-base, step-torch, "
-                       "step-tensorflow, serving.")] = None,
+        "--only", metavar="NAME",
+        help="Build only this image (repeatable; `twinflow images list` names them).")] = None,
     offline: Annotated[bool | None, typer.Option(
         "--offline/--online", show_default="auto: offline when the Python base cannot be "
                                            "pulled",
         help="Offline: a Debian base bootstrapped here and torch from the host's pip; "
              "online: the pulled Python base and PyTorch's index.")] = None,
-    variant: Annotated[Variant, typer.Option(
-        help="cpu, or cuda (PyPI's CUDA torch; TensorFlow's CUDA libraries).")] = Variant.CPU,
-    serving_framework: Annotated[ServingFramework, typer.Option(
-        help="The framework in the serving image (TorchScript or SavedModel/TFLite "
-             "exports; ONNX runs on either).")] = ServingFramework.TORCH,
+    variant: Annotated[str, typer.Option(
+        help=f"One of {', '.join(VARIANTS)} (cuda: PyPI's CUDA torch, TensorFlow's CUDA "
+             "libraries).")] = VARIANTS[0],
+    serving_framework: Annotated[str, typer.Option(
+        help=f"One of {', '.join(SERVING_FRAMEWORKS)}: TorchScript needs torch, SavedModel "
+             "and TFLite need tensorflow, ONNX runs on either.")] = SERVING_FRAMEWORKS[0],
     source_url: Annotated[str, typer.Option(help="The OCI source label.")] = "",
     licenses: Annotated[str, typer.Option(help="The OCI licenses label.")] = "NOASSERTION",
     rebuild_base: Annotated[bool, typer.Option(
@@ -77,8 +68,8 @@ def build(
     from pipelines.image_build import BuildOptions, build_images, human_size
 
     _show_progress()
-    options = BuildOptions(only=tuple(only or ()), offline=offline, variant=variant.value,
-                           serving_framework=serving_framework.value, source_url=source_url,
+    options = BuildOptions(only=tuple(only or ()), offline=offline, variant=variant,
+                           serving_framework=serving_framework, source_url=source_url,
                            licenses=licenses, rebuild_base=rebuild_base, no_cache=no_cache)
     try:
         built = build_images(options)
