@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from components.errors import TwinflowError
+from components.frameworks import framework_names
 
 if TYPE_CHECKING:
     import docker
@@ -42,7 +43,7 @@ INPUTS_LABEL: Final = "org.twinflow.base.inputs"
 WHEELS_DIR: Final = REPO / "images" / "wheels"
 #: The build's choices (`twinflow images build --variant / --serving-framework`).
 VARIANTS: Final = ("cpu", "cuda")
-SERVING_FRAMEWORKS: Final = ("torch", "tensorflow")
+SERVING_FRAMEWORKS: Final = tuple(framework_names())
 
 
 class ImageBuildError(TwinflowError):

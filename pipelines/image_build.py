@@ -30,6 +30,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final
 
+from components.frameworks import framework_names, get_adapter
 from components.images import IMAGES, image
 from components.settings import get_settings
 from pipelines.docker_engine import engine_client
@@ -123,8 +124,10 @@ def build_images(options: BuildOptions) -> list[BuiltImage]:
 
 def _needs_cpu_torch(kinds: list[str], options: BuildOptions) -> bool:
     """Whether an image to build takes torch's CPU build (serving always does)."""
-    return (("torch" in kinds and options.variant == "cpu")
-            or ("serving" in kinds and options.serving_framework == "torch"))
+    step = any(get_adapter(f).cpu_wheel and get_adapter(f).image in kinds
+               for f in framework_names())
+    serving = "serving" in kinds and bool(get_adapter(options.serving_framework).cpu_wheel)
+    return (step and options.variant == "cpu") or serving
 
 
 def _common_args(options: BuildOptions) -> dict[str, str]:

@@ -201,6 +201,9 @@ class FrameworkAdapter(ABC):
     name: ClassVar[str]
     #: Step image kind (components.images) that has this framework installed.
     image: ClassVar[str]
+    #: Its package, when a plain ``pip install`` in an image resolves a GPU build and an
+    #: offline image build must take the CPU wheel the host's pip downloads ('' if not).
+    cpu_wheel: ClassVar[str] = ""
     #: Format of the raw-input model (transform + network) the train step writes into
     #: ``model/raw/<raw_model_name>``; None: the framework writes none.
     raw_format: ClassVar[ExportFormat | None] = None

@@ -33,6 +33,7 @@ class TorchAdapter(PackageAdapter):
     package = _PACKAGE
     name = "torch"
     image = "torch"
+    cpu_wheel = "torch"  # PyPI's Linux torch is the CUDA build (GBs)
     raw_format = ExportFormat.TORCHSCRIPT
     raw_model_name = "model_raw.ts"
     per_gpu_processes = True  # DDP: one process per GPU
