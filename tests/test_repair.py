@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 
+import mlflow
+import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
@@ -84,8 +87,16 @@ def test_stale_hours_fails_old_runs_of_any_owner(store: str) -> None:
                           "RUNNING for over 2 h; marked FAILED"]
 
 
-def test_cli_says_when_there_is_nothing_to_repair(tmp_path: Path) -> None:
+def test_cli_says_when_there_is_nothing_to_repair(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """In process: the command points the process at its store (environment and MLflow's
+    URI), so both are put back for the session's other tests."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    result = CliRunner().invoke(app, ["runs", "repair", "--tracking-uri", uri])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", os.environ.get("MLFLOW_TRACKING_URI", ""))
+    before = mlflow.get_tracking_uri()
+    try:
+        result = CliRunner().invoke(app, ["runs", "repair", "--tracking-uri", uri])
+    finally:
+        mlflow.set_tracking_uri(before)
     assert result.exit_code == 0, result.output
     assert result.output.strip().splitlines()[-1] == "nothing to repair"
