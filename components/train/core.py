@@ -13,6 +13,7 @@ import resource
 import shutil
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,11 +55,14 @@ def run_train(config: TrainConfig, data_dir: Path, model_dir: Path,
     adapter = get_adapter(config.framework)
     sample = head_features(data_dir, Split.TRAIN, meta, CHECK_ROWS)  # not the whole split
     n_params = check_model(adapter, spec, sample, config.seed)
-    ckpt = checkpoint_dir or model_dir / "checkpoints"
-    if not config.resume and ckpt.exists():
-        shutil.rmtree(ckpt)
     run = mlflow.active_run()
     run_id = run.info.run_id if run else None
+    if checkpoint_dir is None:
+        ckpt = model_dir / "checkpoints"
+        if not config.resume and ckpt.exists():
+            shutil.rmtree(ckpt)
+    else:
+        ckpt = run_checkpoints(checkpoint_dir, config.resume, run_id)
     log_model_choice(config, spec, n_params)
     config = resolve_workers(config)
     start = time.perf_counter()
@@ -87,6 +91,27 @@ def run_train(config: TrainConfig, data_dir: Path, model_dir: Path,
     log.info("trained %s %s with %d worker(s) in %.1fs: val_%s %.4f", config.framework,
              spec.kind, config.workers, seconds, last.metric, last.val_score)
     return result
+
+
+#: How many earlier runs' checkpoint folders are kept beside a new one.
+KEPT_CHECKPOINTS = 3
+
+
+def run_checkpoints(shared: Path, resume: bool, run_id: str | None) -> Path:
+    """This run's checkpoint folder under ``shared`` (one per data set and framework,
+    outliving runs): with ``resume`` the newest earlier run's, which it continues;
+    else a folder of its own, so that runs at once never write or clear each other's
+    (the oldest beyond ``KEPT_CHECKPOINTS`` are removed)."""
+    shared.mkdir(parents=True, exist_ok=True)
+    earlier = sorted((d for d in shared.iterdir() if d.is_dir()),
+                     key=lambda d: d.stat().st_mtime, reverse=True)
+    if resume and earlier:
+        return earlier[0]
+    for old in earlier[KEPT_CHECKPOINTS:]:
+        shutil.rmtree(old, ignore_errors=True)
+    own = shared / (run_id or uuid.uuid4().hex)
+    own.mkdir()
+    return own
 
 
 def _hardware(config: TrainConfig, on_cluster: bool) -> str:
