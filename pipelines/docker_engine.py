@@ -20,13 +20,18 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from components.errors import TwinflowError
 from components.settings import get_settings
-from pipelines.docker_run import DockerError
 
 if TYPE_CHECKING:
     import docker
 
 log = logging.getLogger(__name__)
+
+
+class DockerError(TwinflowError):
+    """Docker is missing or not running, or an image a build or run needs is missing."""
+
 
 #: What dockerd needs here: no bridge network and no iptables (neither can be set up).
 DOCKERD_ARGS: Final = ("--bridge=none", "--iptables=false", "--ip6tables=false")

@@ -34,16 +34,13 @@ from components.errors import TwinflowError
 from components.images import IMAGES, image
 from components.net import free_port
 from components.processes import kill_with_parent
+from pipelines.docker_engine import DockerError
 
 log = logging.getLogger(__name__)
 RUN_LABEL = "twinflow.run"  # the container label naming the pipeline run
 SERVER_START_SECONDS = 120
 #: The environment a container's step needs beyond what the run hands every step.
 CONTAINER_ENV = {"HOME": "/tmp", "MPLCONFIGDIR": "/tmp/matplotlib", "PYTHONUNBUFFERED": "1"}
-
-
-class DockerError(TwinflowError):
-    """Docker is missing or not running, or an image the run needs is not built."""
 
 
 def docker_client() -> Any:
